@@ -1,0 +1,420 @@
+"""The only module that talks SQL.
+
+Every statement is parameterised; identifiers coming from configuration were validated in
+``tasks.config`` and are quoted here with ``psycopg2.sql.Identifier``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import psycopg2
+import psycopg2.extras
+from psycopg2 import sql
+
+from tasks.config import SCHEMA, Settings, SourceTable
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+EMBEDDED_DATABASE = "textclf"
+_upgraded: set[str] = set()
+
+
+# --- where the database is -------------------------------------------------------------
+
+
+def _airflow_connection_url() -> str | None:
+    """The `textclf_db` Airflow connection, when Airflow exposes it through the environment.
+
+    Connections stored in Airflow's metadata database are resolved by the DAG layer (which may
+    import Airflow) and passed in as ``Settings.database_url``.
+    """
+    raw = os.environ.get("AIRFLOW_CONN_TEXTCLF_DB")
+    if not raw:
+        return None
+    if raw.lstrip().startswith("{"):
+        conn = json.loads(raw)
+        return connection_fields_to_url(
+            host=conn.get("host"),
+            port=conn.get("port"),
+            login=conn.get("login"),
+            password=conn.get("password"),
+            database=conn.get("schema"),
+        )
+    return raw.replace("postgres://", "postgresql://", 1)
+
+
+def connection_fields_to_url(host, port, login, password, database) -> str:
+    auth = quote(login or "postgres", safe="")
+    if password:
+        auth += ":" + quote(password, safe="")
+    netloc = f"{auth}@{host or '127.0.0.1'}" + (f":{port}" if port else "")
+    return f"postgresql://{netloc}/{quote(database or 'postgres', safe='')}"
+
+
+def embedded_server(home: Path):
+    """Start (or reuse) the embedded PostgreSQL under ``home/pg``; it outlives this process."""
+    import pgserver
+
+    return pgserver.get_server(home / "pg", cleanup_mode=None)
+
+
+def _embedded_url(home: Path) -> str:
+    server = embedded_server(home)
+    exists = server.psql(
+        f"SELECT 1 FROM pg_database WHERE datname = '{EMBEDDED_DATABASE}';"
+    )
+    if "(1 row)" not in exists:
+        server.psql(f"CREATE DATABASE {EMBEDDED_DATABASE};")
+    return server.get_uri(EMBEDDED_DATABASE)
+
+
+def database_url(settings: Settings) -> str:
+    """TEXTCLF_DATABASE_URL / configured URL, else the Airflow connection, else embedded."""
+    return settings.database_url or _airflow_connection_url() or _embedded_url(settings.home)
+
+
+def sqlalchemy_url(url: str, database: str | None = None) -> str:
+    """The same server as ``url`` in SQLAlchemy form, optionally another database on it."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url.replace("postgres://", "postgresql://", 1))
+    parsed = parsed.set(drivername="postgresql+psycopg2")
+    if database:
+        parsed = parsed.set(database=database)
+    return parsed.render_as_string(hide_password=False)
+
+
+def ensure_database(url: str, database: str) -> None:
+    """Create ``database`` on the server of ``url`` if it does not exist."""
+    with psycopg2.connect(url) as conn:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
+            if cur.fetchone() is None:
+                cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+    conn.close()
+
+
+# --- connections and migrations ----------------------------------------------------------
+
+
+def upgrade(url: str) -> str:
+    """Bring schema ``textclf`` to the newest migration; idempotent and safe to run concurrently."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", sqlalchemy_url(url).replace("%", "%%"))
+    command.upgrade(cfg, "head")
+    _upgraded.add(url)
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT version_num FROM textclf.alembic_version")
+        (version,) = cur.fetchone()
+    conn.close()
+    return version
+
+
+@contextmanager
+def connect(settings: Settings, *, migrate: bool = True) -> Iterator[psycopg2.extensions.connection]:
+    """A connection to the configured database, schema upgraded first (once per process)."""
+    url = database_url(settings)
+    if migrate and url not in _upgraded:
+        upgrade(url)
+    conn = psycopg2.connect(url, application_name="textclf")
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def _ident(name: str) -> sql.Identifier:
+    return sql.Identifier(name)
+
+
+def _table(source: SourceTable) -> sql.Composed:
+    return sql.SQL("{}.{}").format(_ident(source.schema), _ident(source.table))
+
+
+# --- import ----------------------------------------------------------------------------
+
+STAGING_COLUMNS = ("line_no", "id", "text", "label", "ts")
+
+
+def create_import_staging(cur) -> None:
+    cur.execute(
+        """
+        CREATE TEMP TABLE import_staging (
+            line_no bigint NOT NULL,
+            id text NOT NULL,
+            text text NOT NULL,
+            label text,
+            ts timestamptz NOT NULL
+        ) ON COMMIT DROP
+        """
+    )
+
+
+def copy_rows(cur, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
+    """COPY rows (Python values) into ``table`` through PostgreSQL's text format."""
+    buffer = io.StringIO()
+    count = 0
+    for row in rows:
+        buffer.write("\t".join(_copy_value(v) for v in row))
+        buffer.write("\n")
+        count += 1
+    buffer.seek(0)
+    cur.copy_expert(
+        sql.SQL("COPY {} ({}) FROM STDIN").format(
+            sql.SQL(table), sql.SQL(", ").join(map(_ident, columns))
+        ),
+        buffer,
+    )
+    return count
+
+
+def _copy_value(value: Any) -> str:
+    if value is None:
+        return r"\N"
+    if isinstance(value, datetime):
+        value = value.isoformat()
+    elif isinstance(value, (dict, list)):
+        value = json.dumps(value, ensure_ascii=False)
+    else:
+        value = str(value)
+    return (
+        value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    )
+
+
+def quarantine_rows(cur, rows: Sequence[dict[str, Any]]) -> int:
+    """Insert rejected rows; the same rejection recorded twice stays one row."""
+    if not rows:
+        return 0
+    psycopg2.extras.execute_values(
+        cur,
+        """
+        INSERT INTO textclf.quarantine
+            (stage, source, source_row, field, reason, expectation, raw, run_id)
+        VALUES %s
+        ON CONFLICT (stage, source, source_row, reason) DO NOTHING
+        """,
+        [
+            (
+                r["stage"],
+                r["source"],
+                str(r["source_row"]),
+                r.get("field"),
+                r["reason"],
+                r.get("expectation"),
+                psycopg2.extras.Json(r.get("raw")),
+                r.get("run_id"),
+            )
+            for r in rows
+        ],
+    )
+    return len(rows)
+
+
+def quarantine_duplicate_staged_ids(cur, source_file: str) -> int:
+    """Keep the first line of each id in the staging table; quarantine the later ones."""
+    cur.execute(
+        """
+        WITH ranked AS (
+            SELECT line_no, id, text, label, ts,
+                   min(line_no) OVER (PARTITION BY id) AS first_line,
+                   row_number() OVER (PARTITION BY id ORDER BY line_no) AS n
+            FROM import_staging
+        ), moved AS (
+            INSERT INTO textclf.quarantine (stage, source, source_row, field, reason, raw)
+            SELECT 'import', %(source)s, line_no::text, 'id',
+                   format('duplicate id %%s in the file (first seen on line %%s)', id, first_line),
+                   jsonb_build_object('id', id, 'text', text, 'label', label, 'timestamp', ts)
+            FROM ranked WHERE n > 1
+            ON CONFLICT (stage, source, source_row, reason) DO NOTHING
+        )
+        DELETE FROM import_staging s USING ranked r
+        WHERE s.line_no = r.line_no AND r.n > 1
+        """,
+        {"source": source_file},
+    )
+    return cur.rowcount
+
+
+def merge_staged_rows(cur, target: SourceTable) -> dict[str, int]:
+    """Upsert the staging table into ``target``; identical rows are left untouched."""
+    # format_type() output is a type name from the catalog, safe to splice into the cast.
+    id_type = sql.SQL(_column_type(cur, target, target.id_column))
+    columns = [target.id_column, target.text_column, target.timestamp_column]
+    staged = [sql.SQL("id::{}").format(id_type), sql.SQL("text"), sql.SQL("ts")]
+    if target.label_column:
+        columns.insert(2, target.label_column)
+        staged.insert(2, sql.SQL("label"))
+    updates = [c for c in columns if c != target.id_column]
+    query = sql.SQL(
+        """
+        WITH upserted AS (
+            INSERT INTO {table} AS t ({columns})
+            SELECT {staged} FROM import_staging
+            ON CONFLICT ({id}) DO UPDATE SET {assignments}
+            WHERE ({old}) IS DISTINCT FROM ({new})
+            RETURNING (xmax = 0) AS inserted
+        )
+        SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted)
+        FROM upserted
+        """
+    ).format(
+        table=_table(target),
+        columns=sql.SQL(", ").join(map(_ident, columns)),
+        staged=sql.SQL(", ").join(staged),
+        id=_ident(target.id_column),
+        assignments=sql.SQL(", ").join(
+            sql.SQL("{c} = EXCLUDED.{c}").format(c=_ident(c)) for c in updates
+        ),
+        old=sql.SQL(", ").join(sql.SQL("t.{}").format(_ident(c)) for c in updates),
+        new=sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(_ident(c)) for c in updates),
+    )
+    cur.execute(query)
+    inserted, updated = cur.fetchone()
+    cur.execute("SELECT count(*) FROM import_staging")
+    (staged_rows,) = cur.fetchone()
+    return {"inserted": inserted, "updated": updated, "unchanged": staged_rows - inserted - updated}
+
+
+def _column_type(cur, source: SourceTable, column: str) -> str:
+    cur.execute(
+        """
+        SELECT format_type(a.atttypid, a.atttypmod)
+        FROM pg_attribute a
+        WHERE a.attrelid = to_regclass(%s) AND a.attname = %s AND NOT a.attisdropped
+        """,
+        (f'"{source.schema}"."{source.table}"', column),
+    )
+    row = cur.fetchone()
+    if row is None:
+        raise LookupError(f"column {column!r} not found in {source.qualified_name}")
+    return row[0]
+
+
+# --- extraction ------------------------------------------------------------------------
+
+
+def iter_labelled_rows(
+    conn,
+    source: SourceTable,
+    end: datetime,
+    window_start: datetime | None = None,
+    chunk_rows: int = 10_000,
+) -> Iterator[list[tuple]]:
+    """Rows with timestamp < end (and >= window_start), in id order, chunk by chunk.
+
+    A named (server-side) cursor keeps memory flat whatever the table size. Rows already
+    quarantined by validation are skipped: they stay in the source table but never train.
+    """
+    conditions = [sql.SQL("{} < %(end)s").format(_ident(source.timestamp_column))]
+    if window_start is not None:
+        conditions.append(sql.SQL("{} >= %(start)s").format(_ident(source.timestamp_column)))
+    query = sql.SQL(
+        """
+        SELECT s.{id}::text, s.{text}, s.{label}::text, s.{ts}
+        FROM {table} s
+        WHERE {where}
+          AND NOT EXISTS (
+              SELECT 1 FROM textclf.quarantine q
+              WHERE q.stage = 'validation' AND q.source = %(source)s AND q.source_row = s.{id}::text
+          )
+        ORDER BY s.{id}
+        """
+    ).format(
+        id=_ident(source.id_column),
+        text=_ident(source.text_column),
+        label=_ident(source.label_column or "label"),
+        ts=_ident(source.timestamp_column),
+        table=_table(source),
+        where=sql.SQL(" AND ").join(conditions),
+    )
+    with conn.cursor(name="textclf_snapshot") as cur:
+        cur.itersize = chunk_rows
+        cur.execute(query, {"end": end, "start": window_start, "source": source.qualified_name})
+        while True:
+            rows = cur.fetchmany(chunk_rows)
+            if not rows:
+                break
+            yield rows
+
+
+# --- validation --------------------------------------------------------------------------
+
+
+def stored_label_set(cur) -> list[str] | None:
+    cur.execute("SELECT labels FROM textclf.label_sets ORDER BY id DESC LIMIT 1")
+    row = cur.fetchone()
+    return list(row[0]) if row else None
+
+
+def store_label_set(cur, labels: Sequence[str], origin: str, run_id: str | None) -> None:
+    cur.execute(
+        "INSERT INTO textclf.label_sets (labels, origin, run_id) VALUES (%s, %s, %s)",
+        (psycopg2.extras.Json(list(labels)), origin, run_id),
+    )
+
+
+def record_validation_run(cur, record: dict[str, Any]) -> int:
+    """Insert or replace the validation result of one Airflow run (re-runs overwrite)."""
+    cur.execute(
+        """
+        INSERT INTO textclf.validation_runs
+            (run_id, logical_date, interval_start, interval_end, status, new_rows, snapshot_rows,
+             quarantined_rows, failures, results, fingerprint, data_docs_path, snapshot_path)
+        VALUES (%(run_id)s, %(logical_date)s, %(interval_start)s, %(interval_end)s, %(status)s,
+                %(new_rows)s, %(snapshot_rows)s, %(quarantined_rows)s, %(failures)s, %(results)s,
+                %(fingerprint)s, %(data_docs_path)s, %(snapshot_path)s)
+        ON CONFLICT (run_id) DO UPDATE SET
+            logical_date = EXCLUDED.logical_date, interval_start = EXCLUDED.interval_start,
+            interval_end = EXCLUDED.interval_end, status = EXCLUDED.status,
+            new_rows = EXCLUDED.new_rows, snapshot_rows = EXCLUDED.snapshot_rows,
+            quarantined_rows = EXCLUDED.quarantined_rows, failures = EXCLUDED.failures,
+            results = EXCLUDED.results, fingerprint = EXCLUDED.fingerprint,
+            data_docs_path = EXCLUDED.data_docs_path, snapshot_path = EXCLUDED.snapshot_path,
+            validated_at = now()
+        RETURNING id
+        """,
+        {
+            **record,
+            "failures": psycopg2.extras.Json(record["failures"]),
+            "results": psycopg2.extras.Json(record["results"]),
+            "fingerprint": psycopg2.extras.Json(record["fingerprint"]),
+        },
+    )
+    return cur.fetchone()[0]
+
+
+def validation_run(cur, run_id: str) -> dict[str, Any] | None:
+    cur.execute(
+        "SELECT * FROM textclf.validation_runs WHERE run_id = %s",
+        (run_id,),
+    )
+    return _one_dict(cur)
+
+
+def _one_dict(cur) -> dict[str, Any] | None:
+    row = cur.fetchone()
+    if row is None:
+        return None
+    return dict(zip([d.name for d in cur.description], row))
+
+
+def all_dicts(cur) -> list[dict[str, Any]]:
+    names = [d.name for d in cur.description]
+    return [dict(zip(names, row)) for row in cur.fetchall()]

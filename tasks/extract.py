@@ -1,0 +1,128 @@
+"""Extraction of the training snapshot for one data interval.
+
+New rows are those labelled in [start, end); the training snapshot is every row labelled before
+``end`` (optionally only the last ``snapshot_window_days``). Each row's split comes from a hash
+of its id, so a row never changes split as data grows and every model, champion or challenger,
+is judged on the same frozen test rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tasks import db
+from tasks.config import Settings
+
+TRAIN_SHARE = 0.8
+VALIDATION_SHARE = 0.1
+SNAPSHOT_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("text", pa.string()),
+        ("label", pa.string()),
+        ("labelled_at", pa.timestamp("us", tz="UTC")),
+        ("split", pa.string()),
+        ("is_new", pa.bool_()),
+    ]
+)
+
+
+def split_of(row_id: object) -> str:
+    """train / validation / test, a pure function of the id."""
+    digest = hashlib.sha256(f"textclf-split:{row_id}".encode()).digest()
+    unit = int.from_bytes(digest[:8], "big") / 2**64
+    if unit < TRAIN_SHARE:
+        return "train"
+    if unit < TRAIN_SHARE + VALIDATION_SHARE:
+        return "validation"
+    return "test"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    path: str
+    interval_start: datetime
+    interval_end: datetime
+    snapshot_rows: int
+    new_rows: int
+    split_rows: dict[str, int]
+    fingerprint: dict[str, object]
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["interval_start"] = self.interval_start.isoformat()
+        data["interval_end"] = self.interval_end.isoformat()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Snapshot:
+        return cls(
+            **{
+                **data,
+                "interval_start": datetime.fromisoformat(data["interval_start"]),
+                "interval_end": datetime.fromisoformat(data["interval_end"]),
+            }
+        )
+
+
+def extract_snapshot(
+    settings: Settings,
+    interval_start: datetime,
+    interval_end: datetime,
+    out_path: Path,
+    chunk_rows: int = 10_000,
+) -> Snapshot:
+    """Stream the snapshot from PostgreSQL into a Parquet file, chunk by chunk."""
+    if interval_end < interval_start:
+        raise ValueError(f"data interval end {interval_end} is before its start {interval_start}")
+    window_start = (
+        interval_end - timedelta(days=settings.snapshot_window_days)
+        if settings.snapshot_window_days
+        else None
+    )
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_path = out_path.with_suffix(".partial")
+    content_hash = hashlib.sha256()
+    total = new = 0
+    last_id = None
+    split_rows = {"train": 0, "validation": 0, "test": 0}
+    with db.connect(settings) as conn, pq.ParquetWriter(tmp_path, SNAPSHOT_SCHEMA) as writer:
+        for rows in db.iter_labelled_rows(
+            conn, settings.labelled_source, interval_end, window_start, chunk_rows
+        ):
+            ids, texts, labels, stamps = (list(col) for col in zip(*rows))
+            splits = [split_of(i) for i in ids]
+            is_new = [interval_start <= ts < interval_end for ts in stamps]
+            for row_id, text, label in zip(ids, texts, labels):
+                content_hash.update(f"{row_id}\x1f{text}\x1f{label}\x1e".encode())
+            for s in splits:
+                split_rows[s] += 1
+            total += len(rows)
+            new += sum(is_new)
+            last_id = ids[-1]
+            writer.write_table(
+                pa.table(
+                    [ids, texts, labels, stamps, splits, is_new], schema=SNAPSHOT_SCHEMA
+                )
+            )
+    tmp_path.replace(out_path)
+    return Snapshot(
+        path=str(out_path),
+        interval_start=interval_start,
+        interval_end=interval_end,
+        snapshot_rows=total,
+        new_rows=new,
+        split_rows=split_rows,
+        fingerprint={"rows": total, "max_id": last_id, "sha256": content_hash.hexdigest()},
+    )
+
+
+def read_snapshot(path: str | Path):
+    """The snapshot as a pandas DataFrame."""
+    return pq.read_table(path).to_pandas()
