@@ -1,0 +1,545 @@
+"""Score candidate models and the champion on one frozen test split.
+
+Every model is scored against the same texts and the same label order, so
+predictions are comparable row by row (paired bootstrap, McNemar).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+from scipy import sparse, stats
+
+ECE_BINS = 15
+LOG_LOSS_EPS = 1e-15
+EXACT_MCNEMAR_BELOW = 25
+# Resampled index arrays are built in chunks of at most this many elements.
+_BOOTSTRAP_CHUNK_ELEMENTS = 2_000_000
+
+
+@runtime_checkable
+class TextClassifier(Protocol):
+    """What evaluation needs from a model: columns of `predict_proba` follow `labels`."""
+
+    labels: list[str]
+    kind: str
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+@dataclass(kw_only=True)
+class ModelEvaluation:
+    """Metrics of one model on the test split; `predictions` index into `labels`."""
+
+    name: str
+    kind: str
+    labels: list[str]
+    n: int
+    accuracy: float
+    macro_f1: float
+    weighted_f1: float
+    per_class: dict[str, dict[str, float]]
+    confusion_matrix: list[list[int]]
+    log_loss: float
+    ece: float
+    latency_ms_per_1000: float
+    predictions: list[int]
+    reliability_bins: list[dict[str, float]] = field(default_factory=list)
+    size_bytes: int | None = None
+    train_seconds: float | None = None
+    peak_memory_bytes: int | None = None
+    probabilities: list[list[float]] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelEvaluation:
+        return cls(**data)
+
+
+@dataclass(kw_only=True)
+class Comparison:
+    """Challenger minus champion macro-F1 with a paired bootstrap interval and McNemar test."""
+
+    challenger: str
+    champion: str
+    macro_f1_diff: float
+    ci_low: float
+    ci_high: float
+    n_resamples: int
+    seed: int
+    mcnemar_statistic: float
+    mcnemar_p_value: float
+    b: int  # rows only the challenger gets right
+    c: int  # rows only the champion gets right
+    confidence: float = 0.95
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Comparison:
+        return cls(**data)
+
+
+@dataclass(kw_only=True)
+class EvaluationReport:
+    """All evaluations of one run plus each challenger's comparison with the champion.
+
+    `y_true` (indices into `labels`) is kept so comparisons can be recomputed later.
+    """
+
+    evaluations: list[ModelEvaluation]
+    comparisons: list[Comparison]
+    champion_name: str | None = None
+    labels: list[str] = field(default_factory=list)
+    y_true: list[int] = field(default_factory=list)
+
+    def evaluation(self, name: str) -> ModelEvaluation:
+        for evaluation in self.evaluations:
+            if evaluation.name == name:
+                return evaluation
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "evaluations": [e.to_dict() for e in self.evaluations],
+            "comparisons": [c.to_dict() for c in self.comparisons],
+            "champion_name": self.champion_name,
+            "labels": list(self.labels),
+            "y_true": list(self.y_true),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EvaluationReport:
+        return cls(
+            evaluations=[ModelEvaluation.from_dict(e) for e in data["evaluations"]],
+            comparisons=[Comparison.from_dict(c) for c in data["comparisons"]],
+            champion_name=data.get("champion_name"),
+            labels=list(data.get("labels", [])),
+            y_true=list(data.get("y_true", [])),
+        )
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """Elementwise division that yields 0 where the denominator is 0 (sklearn's zero_division=0)."""
+    numerator = np.asarray(numerator, dtype=float)
+    denominator = np.asarray(denominator, dtype=float)
+    out = np.zeros(np.broadcast(numerator, denominator).shape)
+    np.divide(numerator, denominator, out=out, where=denominator != 0)
+    return out
+
+
+def _f1_from_counts(true_positives, support, predicted) -> np.ndarray:
+    """Per-class F1 = 2tp / (2tp + fp + fn) = 2tp / (support + predicted); works on any leading axes."""
+    return _safe_divide(2 * np.asarray(true_positives), np.asarray(support) + np.asarray(predicted))
+
+
+def confusion_counts(y_true: np.ndarray, y_pred: np.ndarray, n_labels: int) -> np.ndarray:
+    """Confusion matrix with rows = true label, columns = predicted label."""
+    codes = np.asarray(y_true, dtype=np.int64) * n_labels + np.asarray(y_pred, dtype=np.int64)
+    return np.bincount(codes, minlength=n_labels * n_labels).reshape(n_labels, n_labels)
+
+
+def macro_f1_score(y_true: np.ndarray, y_pred: np.ndarray, n_labels: int) -> float:
+    """Macro-F1 over all `n_labels` classes; a class never seen nor predicted scores 0."""
+    confusion = confusion_counts(y_true, y_pred, n_labels)
+    f1 = _f1_from_counts(np.diag(confusion), confusion.sum(axis=1), confusion.sum(axis=0))
+    return float(f1.mean())
+
+
+def reliability_bins(
+    confidences: np.ndarray, correct: np.ndarray, n_bins: int = ECE_BINS
+) -> list[dict[str, float]]:
+    """Equal-width bins (lower, upper] on confidence, with count, mean confidence and accuracy."""
+    confidences = np.asarray(confidences, dtype=float)
+    correct = np.asarray(correct, dtype=float)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    bin_index = np.searchsorted(edges[1:-1], confidences, side="left")
+    counts = np.bincount(bin_index, minlength=n_bins)
+    confidence_sums = np.bincount(bin_index, weights=confidences, minlength=n_bins)
+    correct_sums = np.bincount(bin_index, weights=correct, minlength=n_bins)
+    mean_confidence = _safe_divide(confidence_sums, counts)
+    accuracy = _safe_divide(correct_sums, counts)
+    return [
+        {
+            "lower": float(edges[i]),
+            "upper": float(edges[i + 1]),
+            "count": int(counts[i]),
+            "confidence": float(mean_confidence[i]),
+            "accuracy": float(accuracy[i]),
+        }
+        for i in range(n_bins)
+    ]
+
+
+def expected_calibration_error(
+    confidences: np.ndarray, correct: np.ndarray, n_bins: int = ECE_BINS
+) -> float:
+    """Count-weighted mean |accuracy - confidence| over equal-width confidence bins."""
+    bins = reliability_bins(confidences, correct, n_bins)
+    total = sum(b["count"] for b in bins)
+    if total == 0:
+        return 0.0
+    return float(sum(b["count"] * abs(b["accuracy"] - b["confidence"]) for b in bins) / total)
+
+
+def align_probabilities(
+    probabilities: np.ndarray, model_labels: Sequence[str], labels: Sequence[str]
+) -> np.ndarray:
+    """Reorder columns from the model's label order to `labels`; labels the model lacks get 0."""
+    if len(set(model_labels)) != len(model_labels):
+        raise ValueError(f"model labels are not unique: {list(model_labels)}")
+    target_column = {label: i for i, label in enumerate(labels)}
+    aligned = np.zeros((probabilities.shape[0], len(labels)))
+    for source_column, label in enumerate(model_labels):
+        if label in target_column:
+            aligned[:, target_column[label]] = probabilities[:, source_column]
+    return aligned
+
+
+def label_indices(values: Sequence[str] | Sequence[int] | np.ndarray, labels: Sequence[str]) -> np.ndarray:
+    """Label strings (or already-computed indices) as an int array of indices into `labels`."""
+    values = list(values)
+    if all(isinstance(v, (int, np.integer)) for v in values):
+        indices = np.asarray(values, dtype=np.int64)
+        if indices.size and (indices.min() < 0 or indices.max() >= len(labels)):
+            raise ValueError("label index out of range")
+        return indices
+    index_of = {label: i for i, label in enumerate(labels)}
+    unknown = sorted({str(v) for v in values if v not in index_of})
+    if unknown:
+        raise ValueError(f"true labels not in the evaluation label set: {unknown}")
+    return np.asarray([index_of[v] for v in values], dtype=np.int64)
+
+
+def directory_size_bytes(path: str | os.PathLike[str]) -> int:
+    """Total size of the regular files under `path` (a saved model directory)."""
+    root = Path(path)
+    if root.is_file():
+        return root.stat().st_size
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def _predict_in_batches(
+    model: TextClassifier, texts: Sequence[str], batch_size: int
+) -> tuple[np.ndarray, float]:
+    """Concatenated `predict_proba` output and the seconds spent inside `predict_proba`."""
+    batches = []
+    seconds = 0.0
+    for start in range(0, len(texts), batch_size):
+        batch = texts[start : start + batch_size]
+        started = time.perf_counter()
+        probabilities = model.predict_proba(batch)
+        seconds += time.perf_counter() - started
+        batches.append(np.asarray(probabilities, dtype=float))
+    return np.concatenate(batches, axis=0), seconds
+
+
+def evaluate_model(
+    name: str,
+    model: TextClassifier,
+    texts: Sequence[str],
+    true_labels: Sequence[str],
+    labels: Sequence[str],
+    *,
+    size_bytes: int | None = None,
+    train_seconds: float | None = None,
+    peak_memory_bytes: int | None = None,
+    batch_size: int = 256,
+    keep_probabilities: bool = False,
+) -> ModelEvaluation:
+    """Score `model` on `texts`; metrics use the column order of `labels`.
+
+    Log loss uses the true label's probability clipped at 1e-15 and is not renormalised,
+    so mass a model puts on labels outside `labels` counts against it.
+    """
+    labels = list(labels)
+    if len(texts) != len(true_labels):
+        raise ValueError(f"{len(texts)} texts but {len(true_labels)} true labels")
+    if len(texts) == 0:
+        raise ValueError("cannot evaluate on an empty test split")
+    if batch_size < 1:
+        raise ValueError("batch_size must be positive")
+    y_true = label_indices(list(true_labels), labels)
+    n, n_labels = len(y_true), len(labels)
+
+    raw, predict_seconds = _predict_in_batches(model, texts, batch_size)
+    if raw.shape != (n, len(model.labels)):
+        raise ValueError(
+            f"{name}: predict_proba returned shape {raw.shape}, expected {(n, len(model.labels))}"
+        )
+    probabilities = align_probabilities(raw, model.labels, labels)
+    y_pred = probabilities.argmax(axis=1)
+
+    confusion = confusion_counts(y_true, y_pred, n_labels)
+    true_positives = np.diag(confusion)
+    support = confusion.sum(axis=1)
+    predicted = confusion.sum(axis=0)
+    precision = _safe_divide(true_positives, predicted)
+    recall = _safe_divide(true_positives, support)
+    f1 = _f1_from_counts(true_positives, support, predicted)
+
+    confidences = probabilities.max(axis=1)
+    correct = y_pred == y_true
+    true_label_probability = np.clip(probabilities[np.arange(n), y_true], LOG_LOSS_EPS, 1.0)
+
+    return ModelEvaluation(
+        name=name,
+        kind=str(model.kind),
+        labels=labels,
+        n=n,
+        accuracy=float(correct.mean()),
+        macro_f1=float(f1.mean()),
+        weighted_f1=float((f1 * support).sum() / n),
+        per_class={
+            label: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
+            for i, label in enumerate(labels)
+        },
+        confusion_matrix=confusion.tolist(),
+        log_loss=float(-np.log(true_label_probability).mean()),
+        ece=expected_calibration_error(confidences, correct),
+        latency_ms_per_1000=predict_seconds * 1000.0 / n * 1000.0,
+        predictions=[int(p) for p in y_pred],
+        reliability_bins=reliability_bins(confidences, correct),
+        size_bytes=None if size_bytes is None else int(size_bytes),
+        train_seconds=None if train_seconds is None else float(train_seconds),
+        peak_memory_bytes=None if peak_memory_bytes is None else int(peak_memory_bytes),
+        probabilities=probabilities.tolist() if keep_probabilities else None,
+    )
+
+
+# ---------------------------------------------------------------- paired tests
+
+
+def bootstrap_indices(rng: np.random.Generator, n_rows: int) -> np.ndarray:
+    """One resample of row indices; the contract any reference implementation must follow."""
+    return rng.integers(0, n_rows, size=n_rows)
+
+
+def _pattern_to_class_counts(
+    truth: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, n_labels: int
+) -> sparse.csr_array:
+    """Sparse 0/1 matrix, patterns x (5 * n_labels), mapping pattern counts to class counts.
+
+    Column blocks: support, A's predictions, B's predictions, A's hits, B's hits.
+    """
+    n_patterns = len(truth)
+    patterns = np.arange(n_patterns)
+    a_right = pred_a == truth
+    b_right = pred_b == truth
+    row_index = np.concatenate([patterns, patterns, patterns, patterns[a_right], patterns[b_right]])
+    column_index = np.concatenate(
+        [
+            truth,
+            n_labels + pred_a,
+            2 * n_labels + pred_b,
+            3 * n_labels + truth[a_right],
+            4 * n_labels + truth[b_right],
+        ]
+    )
+    ones = np.ones(len(row_index), dtype=np.int64)
+    return sparse.csr_array((ones, (row_index, column_index)), shape=(n_patterns, 5 * n_labels))
+
+
+def paired_bootstrap_macro_f1(
+    y_true: Sequence[int] | np.ndarray,
+    pred_a: Sequence[int] | np.ndarray,
+    pred_b: Sequence[int] | np.ndarray,
+    n_labels: int,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> tuple[float, float, float]:
+    """Macro-F1(a) - macro-F1(b) on the full data and its percentile bootstrap interval.
+
+    Both models are scored on the same resampled rows. Resample r uses
+    `bootstrap_indices(rng, n)` as the r-th draw from `np.random.default_rng(seed)`.
+    """
+    y_true = np.asarray(y_true, dtype=np.int64)
+    pred_a = np.asarray(pred_a, dtype=np.int64)
+    pred_b = np.asarray(pred_b, dtype=np.int64)
+    n = len(y_true)
+    if n == 0 or len(pred_a) != n or len(pred_b) != n:
+        raise ValueError("y_true, pred_a and pred_b must be non-empty and of equal length")
+    if n_resamples < 1:
+        raise ValueError("n_resamples must be positive")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError("confidence must lie in (0, 1)")
+    every_index = np.concatenate([y_true, pred_a, pred_b])
+    if every_index.min() < 0 or every_index.max() >= n_labels:
+        raise ValueError(f"labels must be indices in [0, {n_labels})")
+
+    # The counts a resample needs depend only on each row's (truth, a, b) triple, so rows
+    # are mapped to distinct triples ("patterns"): one gather and one bincount per chunk
+    # give pattern counts per resample, and a sparse matrix sums them into class counts.
+    triple = (y_true * n_labels + pred_a) * n_labels + pred_b
+    triples, pattern_of_row = np.unique(triple, return_inverse=True)
+    n_patterns = len(triples)
+    to_class_counts = _pattern_to_class_counts(
+        triples // (n_labels * n_labels), triples // n_labels % n_labels, triples % n_labels, n_labels
+    )
+
+    rng = np.random.default_rng(seed)
+    chunk_size = max(1, _BOOTSTRAP_CHUNK_ELEMENTS // n)
+    diffs = np.empty(n_resamples)
+    for chunk_start in range(0, n_resamples, chunk_size):
+        chunk = min(chunk_size, n_resamples - chunk_start)
+        rows = np.stack([bootstrap_indices(rng, n) for _ in range(chunk)])
+        # Each resample gets its own block of bins, so one bincount covers the whole chunk.
+        codes = pattern_of_row[rows] + np.arange(chunk, dtype=np.int64)[:, None] * n_patterns
+        pattern_counts = np.bincount(codes.ravel(), minlength=chunk * n_patterns).reshape(chunk, n_patterns)
+        class_counts = np.asarray(pattern_counts @ to_class_counts)
+        support, predicted_a, predicted_b, hits_a, hits_b = np.split(class_counts, 5, axis=1)
+        f1_a = _f1_from_counts(hits_a, support, predicted_a)
+        f1_b = _f1_from_counts(hits_b, support, predicted_b)
+        diffs[chunk_start : chunk_start + chunk] = f1_a.mean(axis=1) - f1_b.mean(axis=1)
+
+    tail = (1.0 - confidence) / 2.0 * 100.0
+    low, high = np.percentile(diffs, [tail, 100.0 - tail])
+    diff = macro_f1_score(y_true, pred_a, n_labels) - macro_f1_score(y_true, pred_b, n_labels)
+    return float(diff), float(low), float(high)
+
+
+def mcnemar(
+    y_true: Sequence[int] | np.ndarray,
+    pred_a: Sequence[int] | np.ndarray,
+    pred_b: Sequence[int] | np.ndarray,
+) -> tuple[float, float, int, int]:
+    """McNemar's test on paired correctness: (statistic, p_value, b, c).
+
+    b = rows only A gets right, c = rows only B gets right. With b + c < 25 the
+    exact two-sided binomial test is used and the statistic is min(b, c); otherwise
+    chi-square with continuity correction, (|b - c| - 1)^2 / (b + c).
+    """
+    y_true = np.asarray(y_true)
+    correct_a = np.asarray(pred_a) == y_true
+    correct_b = np.asarray(pred_b) == y_true
+    b = int(np.sum(correct_a & ~correct_b))
+    c = int(np.sum(~correct_a & correct_b))
+    discordant = b + c
+    if discordant == 0:
+        return 0.0, 1.0, b, c
+    if discordant < EXACT_MCNEMAR_BELOW:
+        p_value = stats.binomtest(min(b, c), discordant, 0.5, alternative="two-sided").pvalue
+        return float(min(b, c)), float(min(1.0, p_value)), b, c
+    statistic = (abs(b - c) - 1.0) ** 2 / discordant
+    return float(statistic), float(stats.chi2.sf(statistic, df=1)), b, c
+
+
+def compare(
+    challenger: ModelEvaluation,
+    champion: ModelEvaluation,
+    y_true: Sequence[str] | Sequence[int] | np.ndarray,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> Comparison:
+    """Paired comparison of two evaluations made on the same rows and label order."""
+    if challenger.labels != champion.labels:
+        raise ValueError("evaluations use different label orders; re-evaluate with the same labels")
+    if not (challenger.n == champion.n == len(y_true)):
+        raise ValueError("evaluations and y_true cover different numbers of rows")
+    y = label_indices(y_true, challenger.labels)
+    diff, low, high = paired_bootstrap_macro_f1(
+        y,
+        challenger.predictions,
+        champion.predictions,
+        n_labels=len(challenger.labels),
+        n_resamples=n_resamples,
+        seed=seed,
+        confidence=confidence,
+    )
+    statistic, p_value, b, c = mcnemar(y, challenger.predictions, champion.predictions)
+    return Comparison(
+        challenger=challenger.name,
+        champion=champion.name,
+        macro_f1_diff=diff,
+        ci_low=low,
+        ci_high=high,
+        n_resamples=n_resamples,
+        seed=seed,
+        mcnemar_statistic=statistic,
+        mcnemar_p_value=p_value,
+        b=b,
+        c=c,
+        confidence=confidence,
+    )
+
+
+def evaluate_all(
+    models: Mapping[str, TextClassifier],
+    texts: Sequence[str],
+    true_labels: Sequence[str],
+    labels: Sequence[str],
+    champion_name: str | None,
+    *,
+    size_bytes: Mapping[str, int] | None = None,
+    train_seconds: Mapping[str, float] | None = None,
+    peak_memory_bytes: Mapping[str, int] | None = None,
+    batch_size: int = 256,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> EvaluationReport:
+    """Evaluate every model, then compare each non-champion with the champion (if any).
+
+    `models` holds the candidates plus the champion; per-model extras are keyed by name.
+    """
+    if not models:
+        raise ValueError("no models to evaluate")
+    if champion_name is not None and champion_name not in models:
+        raise ValueError(f"champion {champion_name!r} is not among the models {sorted(models)}")
+    size_bytes = size_bytes or {}
+    train_seconds = train_seconds or {}
+    peak_memory_bytes = peak_memory_bytes or {}
+    labels = list(labels)
+    y_true = label_indices(list(true_labels), labels)
+
+    evaluations = [
+        evaluate_model(
+            name,
+            model,
+            texts,
+            true_labels,
+            labels,
+            size_bytes=size_bytes.get(name),
+            train_seconds=train_seconds.get(name),
+            peak_memory_bytes=peak_memory_bytes.get(name),
+            batch_size=batch_size,
+        )
+        for name, model in models.items()
+    ]
+    comparisons = []
+    if champion_name is not None:
+        champion = next(e for e in evaluations if e.name == champion_name)
+        comparisons = [
+            compare(e, champion, y_true, n_resamples=n_resamples, seed=seed, confidence=confidence)
+            for e in evaluations
+            if e.name != champion_name
+        ]
+    return EvaluationReport(
+        evaluations=evaluations,
+        comparisons=comparisons,
+        champion_name=champion_name,
+        labels=labels,
+        y_true=[int(i) for i in y_true],
+    )

@@ -1,0 +1,520 @@
+import json
+import math
+import time
+import zlib
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn import metrics
+
+from tasks.evaluate import (
+    Comparison,
+    EvaluationReport,
+    ModelEvaluation,
+    TextClassifier,
+    bootstrap_indices,
+    compare,
+    directory_size_bytes,
+    evaluate_all,
+    evaluate_model,
+    mcnemar,
+    paired_bootstrap_macro_f1,
+    reliability_bins,
+)
+
+# ---------------------------------------------------------------- tiny models
+
+
+class KeywordModel:
+    """Puts `confidence` on the first of its labels that appears as a word in the text."""
+
+    kind = "keyword"
+
+    def __init__(self, labels, confidence=0.8):
+        self.labels = list(labels)
+        self.confidence = confidence
+
+    def predict_proba(self, texts):
+        n_labels = len(self.labels)
+        out = np.full((len(texts), n_labels), 1.0 / n_labels)
+        for row, text in enumerate(texts):
+            words = text.split()
+            for column, label in enumerate(self.labels):
+                if label in words:
+                    out[row] = (1.0 - self.confidence) / (n_labels - 1)
+                    out[row, column] = self.confidence
+                    break
+        return out
+
+
+class NoisyKeywordModel:
+    """Random-but-deterministic probabilities per text, tilted towards a keyword label."""
+
+    kind = "noisy"
+
+    def __init__(self, labels, tilt=1.0):
+        self.labels = list(labels)
+        self.tilt = tilt
+
+    def predict_proba(self, texts):
+        out = np.empty((len(texts), len(self.labels)))
+        for row, text in enumerate(texts):
+            rng = np.random.default_rng(zlib.crc32(text.encode()))
+            scores = rng.dirichlet(np.ones(len(self.labels)))
+            for column, label in enumerate(self.labels):
+                if label in text.split():
+                    scores[column] += self.tilt
+            out[row] = scores / scores.sum()
+        return out
+
+
+class TableModel:
+    """Returns a stored probability row for each known text."""
+
+    kind = "table"
+
+    def __init__(self, labels, rows):
+        self.labels = list(labels)
+        self.rows = rows
+
+    def predict_proba(self, texts):
+        return np.array([self.rows[text] for text in texts], dtype=float)
+
+
+class SleepyModel(KeywordModel):
+    """Keyword model that takes 1 ms per document and records its batch sizes."""
+
+    kind = "sleepy"
+
+    def __init__(self, labels):
+        super().__init__(labels)
+        self.batch_sizes = []
+
+    def predict_proba(self, texts):
+        self.batch_sizes.append(len(texts))
+        time.sleep(0.001 * len(texts))
+        return super().predict_proba(texts)
+
+
+def synthetic_split(n_labels, n_rows, seed=0, keyword_share=0.7):
+    """Texts that name their true label in `keyword_share` of rows, otherwise a random other word."""
+    rng = np.random.default_rng(seed)
+    labels = [f"label{i:02d}" for i in range(n_labels)]
+    truth = rng.integers(0, n_labels, size=n_rows)
+    texts, true_labels = [], []
+    for row, label_index in enumerate(truth):
+        named = labels[label_index] if rng.random() < keyword_share else labels[rng.integers(n_labels)]
+        texts.append(f"doc{row} about {named}")
+        true_labels.append(labels[label_index])
+    return texts, true_labels, labels
+
+
+# ---------------------------------------------------------------- bootstrap
+
+
+def cyclic_errors(y_true, correct_share, n_labels):
+    """Predictions right on the first `correct_share` of each class's rows, else the next class.
+
+    Every class then has precision = recall = F1 = correct_share.
+    """
+    pred = (y_true + 1) % n_labels
+    for label in range(n_labels):
+        rows = np.flatnonzero(y_true == label)
+        pred[rows[: int(round(correct_share * len(rows)))]] = label
+    return pred
+
+
+def slow_reference_bootstrap(y_true, pred_a, pred_b, n_labels, n_resamples, seed, confidence=0.95):
+    rng = np.random.default_rng(seed)
+    every_label = list(range(n_labels))
+    diffs = []
+    for _ in range(n_resamples):
+        rows = bootstrap_indices(rng, len(y_true))
+        f1_a = metrics.f1_score(y_true[rows], pred_a[rows], labels=every_label, average="macro", zero_division=0)
+        f1_b = metrics.f1_score(y_true[rows], pred_b[rows], labels=every_label, average="macro", zero_division=0)
+        diffs.append(f1_a - f1_b)
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(diffs, [tail, 100 - tail])
+    diff = metrics.f1_score(y_true, pred_a, labels=every_label, average="macro", zero_division=0) - metrics.f1_score(
+        y_true, pred_b, labels=every_label, average="macro", zero_division=0
+    )
+    return diff, low, high
+
+
+def test_bootstrap_interval_brackets_a_known_difference_and_excludes_zero():
+    n_labels = 4
+    y_true = np.random.default_rng(1).permutation(np.repeat(np.arange(n_labels), 250))
+    pred_a = cyclic_errors(y_true, 0.9, n_labels)  # right on every row B gets right, plus 20% more
+    pred_b = cyclic_errors(y_true, 0.7, n_labels)
+
+    diff, low, high = paired_bootstrap_macro_f1(y_true, pred_a, pred_b, n_labels, n_resamples=1000, seed=0)
+
+    assert diff == pytest.approx(0.2, abs=1e-12)
+    assert 0.0 < low < 0.2 < high
+    assert high - low < 0.1
+
+
+def test_bootstrap_interval_includes_zero_for_nearly_identical_models():
+    n_labels = 4
+    y_true = np.random.default_rng(2).permutation(np.repeat(np.arange(n_labels), 250))
+    pred_b = cyclic_errors(y_true, 0.8, n_labels)
+    pred_a = pred_b.copy()
+    wrong = np.flatnonzero(pred_b != y_true)[:5]
+    right = np.flatnonzero(pred_b == y_true)[:5]
+    pred_a[wrong] = y_true[wrong]  # A fixes five of B's errors ...
+    pred_a[right] = (y_true[right] + 1) % n_labels  # ... and breaks five of its hits
+
+    diff, low, high = paired_bootstrap_macro_f1(y_true, pred_a, pred_b, n_labels, n_resamples=1000, seed=0)
+
+    assert abs(diff) < 0.01
+    assert low < 0.0 < high
+
+
+@pytest.mark.parametrize("n_labels, n_rows", [(2, 400), (50, 300)])
+def test_fast_bootstrap_equals_slow_sklearn_reference(n_labels, n_rows):
+    rng = np.random.default_rng(n_labels)
+    y_true = rng.integers(0, n_labels, size=n_rows)
+    # 50 labels over 300 rows: many resamples miss some classes entirely.
+    pred_a = np.where(rng.random(n_rows) < 0.6, y_true, rng.integers(0, n_labels, size=n_rows))
+    pred_b = np.where(rng.random(n_rows) < 0.5, y_true, rng.integers(0, n_labels, size=n_rows))
+
+    fast = paired_bootstrap_macro_f1(y_true, pred_a, pred_b, n_labels, n_resamples=200, seed=7)
+    slow = slow_reference_bootstrap(y_true, pred_a, pred_b, n_labels, n_resamples=200, seed=7)
+
+    np.testing.assert_allclose(fast, slow, rtol=0, atol=1e-12)
+
+
+def test_fast_bootstrap_equals_reference_across_chunks(monkeypatch):
+    import tasks.evaluate as evaluate
+
+    monkeypatch.setattr(evaluate, "_BOOTSTRAP_CHUNK_ELEMENTS", 7 * 50)  # 7 resamples per chunk
+    rng = np.random.default_rng(3)
+    y_true = rng.integers(0, 3, size=50)
+    pred_a = rng.integers(0, 3, size=50)
+    pred_b = rng.integers(0, 3, size=50)
+
+    fast = paired_bootstrap_macro_f1(y_true, pred_a, pred_b, 3, n_resamples=30, seed=11, confidence=0.9)
+    slow = slow_reference_bootstrap(y_true, pred_a, pred_b, 3, n_resamples=30, seed=11, confidence=0.9)
+
+    np.testing.assert_allclose(fast, slow, rtol=0, atol=1e-12)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    n_labels=st.integers(2, 6),
+    data=st.data(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_fast_bootstrap_equals_reference_on_random_inputs(n_labels, data, seed):
+    n_rows = data.draw(st.integers(1, 40))
+    label = st.integers(0, n_labels - 1)
+    y_true = np.array(data.draw(st.lists(label, min_size=n_rows, max_size=n_rows)))
+    pred_a = np.array(data.draw(st.lists(label, min_size=n_rows, max_size=n_rows)))
+    pred_b = np.array(data.draw(st.lists(label, min_size=n_rows, max_size=n_rows)))
+
+    fast = paired_bootstrap_macro_f1(y_true, pred_a, pred_b, n_labels, n_resamples=15, seed=seed)
+    slow = slow_reference_bootstrap(y_true, pred_a, pred_b, n_labels, n_resamples=15, seed=seed)
+
+    np.testing.assert_allclose(fast, slow, rtol=0, atol=1e-12)
+
+
+def test_bootstrap_depends_only_on_seed():
+    rng = np.random.default_rng(4)
+    y_true = rng.integers(0, 3, size=200)
+    pred_a = np.where(rng.random(200) < 0.7, y_true, 0)
+    pred_b = np.where(rng.random(200) < 0.6, y_true, 1)
+
+    first = paired_bootstrap_macro_f1(y_true, pred_a, pred_b, 3, n_resamples=300, seed=5)
+    again = paired_bootstrap_macro_f1(y_true, pred_a, pred_b, 3, n_resamples=300, seed=5)
+    other = paired_bootstrap_macro_f1(y_true, pred_a, pred_b, 3, n_resamples=300, seed=6)
+
+    assert first == again
+    assert first[1:] != other[1:]
+    assert first[0] == other[0]
+
+
+def test_bootstrap_rejects_mismatched_inputs():
+    with pytest.raises(ValueError):
+        paired_bootstrap_macro_f1([0, 1], [0, 1, 1], [0, 1], 2)
+    with pytest.raises(ValueError):
+        paired_bootstrap_macro_f1([0, 1], [0, 1], [0, 1], 2, confidence=1.0)
+    with pytest.raises(ValueError, match="indices"):
+        paired_bootstrap_macro_f1([0, 2], [0, 1], [0, 1], 2)
+
+
+# ---------------------------------------------------------------- McNemar
+
+
+def paired_predictions(both_right, only_a_right, only_b_right, both_wrong):
+    """Binary-label predictions with the given counts of each correctness pattern."""
+    counts = [both_right, only_a_right, only_b_right, both_wrong]
+    a_right = np.repeat([True, True, False, False], counts)
+    b_right = np.repeat([True, False, True, False], counts)
+    y_true = np.zeros(sum(counts), dtype=int)
+    return y_true, np.where(a_right, 0, 1), np.where(b_right, 0, 1)
+
+
+def test_mcnemar_exact_binomial_for_few_discordant_pairs():
+    y_true, pred_a, pred_b = paired_predictions(both_right=40, only_a_right=2, only_b_right=8, both_wrong=5)
+
+    statistic, p_value, b, c = mcnemar(y_true, pred_a, pred_b)
+
+    # Two-sided exact test: 2 * P(X <= 2), X ~ Binomial(10, 1/2) = 2 * (1 + 10 + 45) / 1024.
+    assert (b, c) == (2, 8)
+    assert statistic == 2.0
+    assert p_value == pytest.approx(112 / 1024, rel=1e-12)
+
+
+def test_mcnemar_chi_square_with_continuity_correction():
+    y_true, pred_a, pred_b = paired_predictions(both_right=100, only_a_right=30, only_b_right=10, both_wrong=7)
+
+    statistic, p_value, b, c = mcnemar(y_true, pred_a, pred_b)
+
+    # (|30 - 10| - 1)^2 / 40 = 361 / 40; the chi-square(1) tail is erfc(sqrt(x / 2)).
+    assert (b, c) == (30, 10)
+    assert statistic == pytest.approx(9.025, rel=1e-12)
+    assert p_value == pytest.approx(math.erfc(math.sqrt(9.025 / 2)), rel=1e-9)
+
+
+def test_mcnemar_switches_to_chi_square_at_25_discordant_pairs():
+    exact = mcnemar(*paired_predictions(0, 20, 4, 0))
+    chi_square = mcnemar(*paired_predictions(0, 21, 4, 0))
+
+    exact_p = 2 * sum(math.comb(24, i) for i in range(5)) / 2**24
+    assert exact[0] == 4.0
+    assert exact[1] == pytest.approx(exact_p, rel=1e-9)
+    assert chi_square[0] == pytest.approx((17 - 1) ** 2 / 25, rel=1e-12)
+
+
+def test_mcnemar_without_discordant_pairs_is_not_significant():
+    assert mcnemar(*paired_predictions(10, 0, 0, 3)) == (0.0, 1.0, 0, 0)
+
+
+# ---------------------------------------------------------------- evaluate_model
+
+
+@pytest.mark.parametrize("n_labels", [2, 50])
+def test_evaluate_model_metrics_match_sklearn(n_labels):
+    texts, true_labels, labels = synthetic_split(n_labels, n_rows=600, seed=n_labels)
+    model = NoisyKeywordModel(labels)
+
+    evaluation = evaluate_model("noisy", model, texts, true_labels, labels, batch_size=64)
+
+    y_true = np.array([labels.index(label) for label in true_labels])
+    y_pred = np.array(evaluation.predictions)
+    probabilities = model.predict_proba(texts)
+    every_label = list(range(n_labels))
+    assert evaluation.n == 600
+    assert np.array_equal(y_pred, probabilities.argmax(axis=1))
+    assert 0.2 < evaluation.accuracy < 0.95  # a mix of hits and misses, so the checks below bite
+    assert evaluation.accuracy == pytest.approx(metrics.accuracy_score(y_true, y_pred))
+    assert evaluation.macro_f1 == pytest.approx(
+        metrics.f1_score(y_true, y_pred, labels=every_label, average="macro", zero_division=0)
+    )
+    assert evaluation.weighted_f1 == pytest.approx(
+        metrics.f1_score(y_true, y_pred, labels=every_label, average="weighted", zero_division=0)
+    )
+    assert evaluation.confusion_matrix == metrics.confusion_matrix(y_true, y_pred, labels=every_label).tolist()
+    assert evaluation.log_loss == pytest.approx(metrics.log_loss(y_true, probabilities, labels=every_label))
+    precision, recall, f1, support = metrics.precision_recall_fscore_support(
+        y_true, y_pred, labels=every_label, zero_division=0
+    )
+    for i, label in enumerate(labels):
+        assert evaluation.per_class[label] == pytest.approx(
+            {"precision": precision[i], "recall": recall[i], "f1": f1[i], "support": support[i]}
+        )
+
+
+def test_columns_are_aligned_when_a_model_orders_labels_differently():
+    labels = ["neg", "neu", "pos"]
+    texts = ["so pos", "very neg", "meh neu", "pos again", "nothing"]
+    true_labels = ["pos", "neg", "neu", "neg", "neu"]
+
+    canonical = evaluate_model("a", KeywordModel(labels), texts, true_labels, labels, keep_probabilities=True)
+    shuffled = evaluate_model(
+        "b", KeywordModel(["pos", "neg", "neu"]), texts, true_labels, labels, keep_probabilities=True
+    )
+
+    assert shuffled.predictions == canonical.predictions == [2, 0, 1, 2, 0]
+    np.testing.assert_allclose(shuffled.probabilities[:4], canonical.probabilities[:4])
+    assert shuffled.macro_f1 == canonical.macro_f1
+    assert shuffled.confusion_matrix == canonical.confusion_matrix
+
+
+def test_label_missing_from_model_gets_zero_probability():
+    labels = ["neg", "neu", "pos"]
+    texts = ["so pos", "very neg", "meh neu"]
+    true_labels = ["pos", "neg", "neu"]
+    # Knows only two of the labels, plus one the evaluation does not use.
+    model = KeywordModel(["pos", "spam", "neg"], confidence=0.9)
+
+    evaluation = evaluate_model("partial", model, texts, true_labels, labels, keep_probabilities=True)
+
+    probabilities = np.array(evaluation.probabilities)
+    assert np.all(probabilities[:, labels.index("neu")] == 0.0)
+    assert labels.index("neu") not in evaluation.predictions
+    assert evaluation.per_class["neu"]["recall"] == 0.0
+    assert evaluation.per_class["pos"]["recall"] == 1.0
+    # The "neu" row's true-label probability is clipped at 1e-15: -log(1e-15) / 3 rows dominates.
+    assert evaluation.log_loss > -math.log(1e-15) / 3
+
+
+def calibration_table(groups):
+    """Texts, truths and a table model; each group is (confidence, rows, correct rows)."""
+    rows, texts, true_labels = {}, [], []
+    for confidence, n_rows, n_correct in groups:
+        for i in range(n_rows):
+            text = f"{confidence} {i}"
+            rows[text] = [confidence, 1.0 - confidence]
+            texts.append(text)
+            true_labels.append("yes" if i < n_correct else "no")
+    return texts, true_labels, TableModel(["yes", "no"], rows)
+
+
+def test_ece_is_zero_for_perfectly_calibrated_probabilities():
+    texts, true_labels, model = calibration_table([(0.6, 10, 6), (0.8, 10, 8), (1.0, 5, 5)])
+
+    evaluation = evaluate_model("calibrated", model, texts, true_labels, ["yes", "no"])
+
+    assert evaluation.ece == pytest.approx(0.0, abs=1e-12)
+    filled = [b for b in evaluation.reliability_bins if b["count"]]
+    assert [b["count"] for b in filled] == [10, 10, 5]
+    assert [b["accuracy"] for b in filled] == pytest.approx([0.6, 0.8, 1.0])
+    assert len(evaluation.reliability_bins) == 15
+
+
+def test_ece_measures_over_confidence():
+    texts, true_labels, model = calibration_table([(0.95, 20, 10)])
+
+    evaluation = evaluate_model("over-confident", model, texts, true_labels, ["yes", "no"])
+
+    assert evaluation.ece == pytest.approx(0.45, abs=1e-12)
+
+
+def test_reliability_bins_include_their_upper_edge():
+    edges = np.linspace(0.0, 1.0, 16)
+    confidences = np.array([0.0, edges[3], edges[3] + 1e-9, 1.0])
+
+    bins = reliability_bins(confidences, np.array([True, True, False, True]))
+
+    assert [b["count"] for b in bins] == [1, 0, 1, 1] + [0] * 10 + [1]
+    assert bins[3]["accuracy"] == 0.0 and bins[2]["accuracy"] == 1.0
+
+
+def test_latency_covers_predict_calls_in_batches():
+    texts, true_labels, labels = synthetic_split(3, n_rows=20)
+    model = SleepyModel(labels)
+
+    evaluation = evaluate_model("sleepy", model, texts, true_labels, labels, batch_size=8)
+
+    assert model.batch_sizes == [8, 8, 4]
+    assert evaluation.latency_ms_per_1000 >= 1000.0  # 1 ms per document
+    assert evaluation.latency_ms_per_1000 < 20_000.0
+
+
+def test_evaluate_model_rejects_bad_inputs():
+    labels = ["a", "b"]
+    with pytest.raises(ValueError, match="not in the evaluation label set"):
+        evaluate_model("m", KeywordModel(labels), ["x a"], ["c"], labels)
+    with pytest.raises(ValueError, match="shape"):
+        evaluate_model("m", TableModel(labels, {"x": [1.0, 0.0, 0.0]}), ["x"], ["a"], labels)
+    with pytest.raises(ValueError, match="unique"):
+        evaluate_model("m", KeywordModel(["a", "a"]), ["x a"], ["a"], labels)
+
+
+def test_tiny_models_satisfy_the_protocol():
+    assert isinstance(KeywordModel(["a", "b"]), TextClassifier)
+    assert not isinstance(object(), TextClassifier)
+
+
+# ---------------------------------------------------------------- compare / evaluate_all
+
+
+def test_compare_matches_its_parts():
+    texts, true_labels, labels = synthetic_split(4, n_rows=300, seed=9)
+    strong = evaluate_model("strong", NoisyKeywordModel(labels, tilt=2.0), texts, true_labels, labels)
+    weak = evaluate_model("weak", NoisyKeywordModel(labels, tilt=0.2), texts, true_labels, labels)
+
+    comparison = compare(strong, weak, true_labels, n_resamples=500, seed=3)
+
+    y_true = [labels.index(label) for label in true_labels]
+    assert comparison.challenger == "strong" and comparison.champion == "weak"
+    assert comparison.macro_f1_diff == pytest.approx(strong.macro_f1 - weak.macro_f1, abs=1e-12)
+    assert comparison.macro_f1_diff > 0
+    assert comparison.ci_low < comparison.macro_f1_diff < comparison.ci_high
+    assert (comparison.mcnemar_statistic, comparison.mcnemar_p_value, comparison.b, comparison.c) == mcnemar(
+        y_true, strong.predictions, weak.predictions
+    )
+    assert compare(strong, weak, y_true, n_resamples=500, seed=3) == comparison
+
+
+def test_compare_refuses_different_label_orders():
+    texts, true_labels, labels = synthetic_split(3, n_rows=30)
+    first = evaluate_model("first", KeywordModel(labels), texts, true_labels, labels)
+    second = evaluate_model("second", KeywordModel(labels), texts, true_labels, labels[::-1])
+
+    with pytest.raises(ValueError, match="label order"):
+        compare(first, second, true_labels)
+
+
+def test_evaluate_all_compares_every_candidate_with_the_champion():
+    texts, true_labels, labels = synthetic_split(3, n_rows=200, seed=5)
+    models = {
+        "champion": NoisyKeywordModel(labels, tilt=1.0),
+        "tfidf": NoisyKeywordModel(labels, tilt=2.0),
+        "bert": KeywordModel(labels[::-1]),
+    }
+
+    report = evaluate_all(
+        models, texts, true_labels, labels, "champion", size_bytes={"bert": 123}, train_seconds={"tfidf": 1.5},
+        n_resamples=200,
+    )
+
+    assert [e.name for e in report.evaluations] == ["champion", "tfidf", "bert"]
+    assert [(c.challenger, c.champion) for c in report.comparisons] == [("tfidf", "champion"), ("bert", "champion")]
+    assert report.evaluation("bert").size_bytes == 123
+    assert report.evaluation("tfidf").train_seconds == 1.5
+    assert report.evaluation("champion").size_bytes is None
+    assert report.y_true == [labels.index(label) for label in true_labels]
+    assert evaluate_all(models, texts, true_labels, labels, None).comparisons == []
+    with pytest.raises(ValueError, match="champion"):
+        evaluate_all(models, texts, true_labels, labels, "missing")
+
+
+# ---------------------------------------------------------------- serialisation
+
+
+def test_model_evaluation_round_trips_through_json():
+    texts, true_labels, labels = synthetic_split(3, n_rows=40)
+    evaluation = evaluate_model(
+        "m", NoisyKeywordModel(labels), texts, true_labels, labels,
+        size_bytes=10, train_seconds=2.5, peak_memory_bytes=99, keep_probabilities=True,
+    )  # fmt: skip
+
+    restored = ModelEvaluation.from_dict(json.loads(json.dumps(evaluation.to_dict(), allow_nan=False)))
+
+    assert restored == evaluation
+
+
+def test_evaluation_report_round_trips_through_json():
+    texts, true_labels, labels = synthetic_split(3, n_rows=60)
+    report = evaluate_all(
+        {"a": NoisyKeywordModel(labels), "b": KeywordModel(labels)}, texts, true_labels, labels, "a",
+        n_resamples=50,
+    )  # fmt: skip
+
+    restored = EvaluationReport.from_dict(json.loads(json.dumps(report.to_dict(), allow_nan=False)))
+
+    assert restored == report
+    assert isinstance(restored.comparisons[0], Comparison)
+    assert isinstance(restored.evaluations[0], ModelEvaluation)
+
+
+def test_directory_size_counts_every_file(tmp_path):
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "model.bin").write_bytes(b"x" * 1000)
+    (tmp_path / "config.json").write_text("{}")
+
+    assert directory_size_bytes(tmp_path) == 1002
