@@ -97,6 +97,8 @@ class Settings:
     bert: dict[str, Any] = field(default_factory=dict)
     pretrained: dict[str, Any] = field(default_factory=dict)
     prediction_chunk_rows: int = 5_000
+    rescore_on_champion_change: bool = True
+    artifact_root: str | None = None  # default $TEXTCLF_HOME/models; any fsspec URI works
 
     @property
     def expectations_dir(self) -> Path:

@@ -97,13 +97,17 @@ def sqlalchemy_url(url: str, database: str | None = None) -> str:
 
 def ensure_database(url: str, database: str) -> None:
     """Create ``database`` on the server of ``url`` if it does not exist."""
-    with psycopg2.connect(url) as conn:
-        conn.autocommit = True
+    conn = psycopg2.connect(url)
+    conn.autocommit = True  # CREATE DATABASE cannot run inside a transaction
+    try:
         with conn.cursor() as cur:
             cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
             if cur.fetchone() is None:
                 cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
-    conn.close()
+    except psycopg2.errors.DuplicateDatabase:
+        pass  # created concurrently by another process
+    finally:
+        conn.close()
 
 
 # --- connections and migrations ----------------------------------------------------------
@@ -149,7 +153,7 @@ def _table(source: SourceTable) -> sql.Composed:
 
 # --- import ----------------------------------------------------------------------------
 
-STAGING_COLUMNS = ("line_no", "id", "text", "label", "ts")
+STAGING_COLUMNS = ("line_no", "id", "text", "label", "ts", "ts_defaulted")
 
 
 def create_import_staging(cur) -> None:
@@ -160,7 +164,8 @@ def create_import_staging(cur) -> None:
             id text NOT NULL,
             text text NOT NULL,
             label text,
-            ts timestamptz NOT NULL
+            ts timestamptz NOT NULL,
+            ts_defaulted boolean NOT NULL
         ) ON COMMIT DROP
         """
     )
@@ -256,6 +261,18 @@ def merge_staged_rows(cur, target: SourceTable) -> dict[str, int]:
     """Upsert the staging table into ``target``; identical rows are left untouched."""
     # format_type() output is a type name from the catalog, safe to splice into the cast.
     id_type = sql.SQL(_column_type(cur, target, target.id_column))
+    # A row without a timestamp in the file is stamped "now" when first loaded only: a
+    # re-import must not move it into a later data interval.
+    cur.execute(
+        sql.SQL(
+            """
+            UPDATE import_staging s SET ts = t.{ts}
+            FROM {table} t
+            WHERE s.ts_defaulted AND t.{id} = s.id::{id_type}
+            """
+        ).format(ts=_ident(target.timestamp_column), table=_table(target),
+                 id=_ident(target.id_column), id_type=id_type)
+    )
     columns = [target.id_column, target.text_column, target.timestamp_column]
     staged = [sql.SQL("id::{}").format(id_type), sql.SQL("text"), sql.SQL("ts")]
     if target.label_column:
@@ -418,3 +435,264 @@ def _one_dict(cur) -> dict[str, Any] | None:
 def all_dicts(cur) -> list[dict[str, Any]]:
     names = [d.name for d in cur.description]
     return [dict(zip(names, row)) for row in cur.fetchall()]
+
+
+# --- registry ------------------------------------------------------------------------------
+
+CHAMPION_LOCK_KEY = 7_310_002  # serialises promotions and rollbacks
+
+
+def model_version_by_training_key(cur, training_key: str) -> dict[str, Any] | None:
+    cur.execute("SELECT * FROM textclf.model_versions WHERE training_key = %s", (training_key,))
+    return _one_dict(cur)
+
+
+def upsert_model_version(cur, record: dict[str, Any]) -> int:
+    """One version per training key: the same training registered twice keeps its version."""
+    cur.execute(
+        """
+        INSERT INTO textclf.model_versions
+            (kind, labels, params, metrics, artifact_uri, artifact_sha256, size_bytes,
+             data_fingerprint, code_version, run_id, logical_date, train_seconds,
+             peak_memory_bytes, training_key)
+        VALUES (%(kind)s, %(labels)s, %(params)s, %(metrics)s, %(artifact_uri)s,
+                %(artifact_sha256)s, %(size_bytes)s, %(data_fingerprint)s, %(code_version)s,
+                %(run_id)s, %(logical_date)s, %(train_seconds)s, %(peak_memory_bytes)s,
+                %(training_key)s)
+        ON CONFLICT (training_key) DO UPDATE SET
+            labels = EXCLUDED.labels, params = EXCLUDED.params, metrics = EXCLUDED.metrics,
+            artifact_uri = EXCLUDED.artifact_uri, artifact_sha256 = EXCLUDED.artifact_sha256,
+            size_bytes = EXCLUDED.size_bytes, data_fingerprint = EXCLUDED.data_fingerprint,
+            code_version = EXCLUDED.code_version, logical_date = EXCLUDED.logical_date,
+            train_seconds = EXCLUDED.train_seconds, peak_memory_bytes = EXCLUDED.peak_memory_bytes
+        RETURNING version
+        """,
+        {
+            **record,
+            "labels": psycopg2.extras.Json(record["labels"]),
+            "params": psycopg2.extras.Json(record["params"]),
+            "metrics": psycopg2.extras.Json(record.get("metrics", {})),
+            "data_fingerprint": psycopg2.extras.Json(record.get("data_fingerprint")),
+        },
+    )
+    return cur.fetchone()[0]
+
+
+def set_model_artifact(cur, version: int, uri: str, sha256: str, size_bytes: int) -> None:
+    cur.execute(
+        """
+        UPDATE textclf.model_versions
+        SET artifact_uri = %s, artifact_sha256 = %s, size_bytes = %s WHERE version = %s
+        """,
+        (uri, sha256, size_bytes, version),
+    )
+
+
+def model_version(cur, version: int) -> dict[str, Any] | None:
+    cur.execute("SELECT * FROM textclf.model_versions WHERE version = %s", (version,))
+    return _one_dict(cur)
+
+
+def model_versions(cur) -> list[dict[str, Any]]:
+    cur.execute(
+        """
+        SELECT mv.*, (c.model_version IS NOT NULL) AS is_champion
+        FROM textclf.model_versions mv
+        LEFT JOIN textclf.champion_history c
+               ON c.model_version = mv.version AND c.valid_to IS NULL
+        ORDER BY mv.version
+        """
+    )
+    return all_dicts(cur)
+
+
+def champion_at(cur, at: datetime | None = None) -> int | None:
+    """The champion version at ``at`` (default: now)."""
+    cur.execute(
+        """
+        SELECT model_version FROM textclf.champion_history
+        WHERE tstzrange(valid_from, valid_to) @> coalesce(%s, now())
+        """,
+        (at,),
+    )
+    row = cur.fetchone()
+    return row[0] if row else None
+
+
+def champion_history(cur) -> list[dict[str, Any]]:
+    cur.execute(
+        """
+        SELECT h.id, h.model_version, mv.kind, h.valid_from, h.valid_to, h.reason, h.actor,
+               h.decision_id
+        FROM textclf.champion_history h
+        JOIN textclf.model_versions mv ON mv.version = h.model_version
+        ORDER BY h.valid_from
+        """
+    )
+    return all_dicts(cur)
+
+
+def lock_champion(cur) -> None:
+    cur.execute("SELECT pg_advisory_xact_lock(%s)", (CHAMPION_LOCK_KEY,))
+
+
+def record_decision(cur, decision: dict[str, Any]) -> int:
+    cur.execute(
+        """
+        INSERT INTO textclf.promotion_decisions
+            (run_id, decision, champion_before, champion_after, reasons, actor)
+        VALUES (%(run_id)s, %(decision)s, %(champion_before)s, %(champion_after)s, %(reasons)s,
+                %(actor)s)
+        RETURNING id
+        """,
+        {**decision, "reasons": psycopg2.extras.Json(decision["reasons"])},
+    )
+    return cur.fetchone()[0]
+
+
+def switch_champion(cur, version: int, reason: str, actor: str, decision_id: int | None) -> None:
+    """Close the open history row and open one for ``version`` at the same instant."""
+    cur.execute(
+        """
+        UPDATE textclf.champion_history SET valid_to = clock_timestamp()
+        WHERE valid_to IS NULL
+        RETURNING valid_to
+        """
+    )
+    closed = cur.fetchone()
+    cur.execute(
+        """
+        INSERT INTO textclf.champion_history
+            (model_version, valid_from, reason, actor, decision_id)
+        VALUES (%s, coalesce(%s, clock_timestamp()), %s, %s, %s)
+        """,
+        (version, closed[0] if closed else None, reason, actor, decision_id),
+    )
+
+
+def upsert_evaluation(cur, record: dict[str, Any]) -> None:
+    cur.execute(
+        """
+        INSERT INTO textclf.evaluations
+            (run_id, model_version, role, test_rows, test_fingerprint, metrics, comparison)
+        VALUES (%(run_id)s, %(model_version)s, %(role)s, %(test_rows)s, %(test_fingerprint)s,
+                %(metrics)s, %(comparison)s)
+        ON CONFLICT (run_id, model_version) DO UPDATE SET
+            role = EXCLUDED.role, test_rows = EXCLUDED.test_rows,
+            test_fingerprint = EXCLUDED.test_fingerprint, metrics = EXCLUDED.metrics,
+            comparison = EXCLUDED.comparison, evaluated_at = now()
+        """,
+        {
+            **record,
+            "metrics": psycopg2.extras.Json(record["metrics"]),
+            "comparison": psycopg2.extras.Json(record.get("comparison")),
+        },
+    )
+
+
+def evaluations_for_run(cur, run_id: str) -> list[dict[str, Any]]:
+    cur.execute(
+        """
+        SELECT e.*, mv.kind FROM textclf.evaluations e
+        JOIN textclf.model_versions mv ON mv.version = e.model_version
+        WHERE e.run_id = %s ORDER BY e.model_version
+        """,
+        (run_id,),
+    )
+    return all_dicts(cur)
+
+
+def record_event(cur, run_id: str | None, task_id: str | None, event: str, message: str) -> None:
+    cur.execute(
+        """
+        INSERT INTO textclf.pipeline_events (run_id, task_id, event, message)
+        VALUES (%s, %s, %s, %s)
+        """,
+        (run_id, task_id, event, message),
+    )
+
+
+# --- predictions -----------------------------------------------------------------------------
+
+PREDICTION_COLUMNS = (
+    "document_id", "model_version", "label", "confidence", "probabilities", "run_id",
+    "logical_date",
+)
+
+
+def iter_documents(
+    conn,
+    source: SourceTable,
+    start: datetime | None,
+    end: datetime | None,
+    chunk_rows: int,
+) -> Iterator[list[tuple]]:
+    """(id, text) of documents created in [start, end) (None: unbounded), in id order."""
+    conditions = [sql.SQL("TRUE")]
+    if start is not None:
+        conditions.append(sql.SQL("{} >= %(start)s").format(_ident(source.timestamp_column)))
+    if end is not None:
+        conditions.append(sql.SQL("{} < %(end)s").format(_ident(source.timestamp_column)))
+    query = sql.SQL("SELECT {id}, {text} FROM {table} WHERE {where} ORDER BY {id}").format(
+        id=_ident(source.id_column),
+        text=_ident(source.text_column),
+        table=_table(source),
+        where=sql.SQL(" AND ").join(conditions),
+    )
+    with conn.cursor(name="textclf_documents") as cur:
+        cur.itersize = chunk_rows
+        cur.execute(query, {"start": start, "end": end})
+        while True:
+            rows = cur.fetchmany(chunk_rows)
+            if not rows:
+                break
+            yield rows
+
+
+def write_predictions(cur, rows: Sequence[Sequence[Any]]) -> int:
+    """COPY into a staging table, then UPSERT on (document_id, model_version)."""
+    cur.execute(
+        """
+        CREATE TEMP TABLE IF NOT EXISTS prediction_staging
+            (LIKE textclf.predictions INCLUDING DEFAULTS) ON COMMIT DELETE ROWS
+        """
+    )
+    copy_rows(cur, "prediction_staging", PREDICTION_COLUMNS, rows)
+    cur.execute(
+        """
+        INSERT INTO textclf.predictions AS p
+            (document_id, model_version, label, confidence, probabilities, run_id, logical_date)
+        SELECT document_id, model_version, label, confidence, probabilities, run_id, logical_date
+        FROM prediction_staging
+        ON CONFLICT (document_id, model_version) DO UPDATE SET
+            label = EXCLUDED.label, confidence = EXCLUDED.confidence,
+            probabilities = EXCLUDED.probabilities, run_id = EXCLUDED.run_id,
+            logical_date = EXCLUDED.logical_date, predicted_at = now()
+        WHERE (p.label, p.confidence, p.probabilities)
+              IS DISTINCT FROM (EXCLUDED.label, EXCLUDED.confidence, EXCLUDED.probabilities)
+        """
+    )
+    return cur.rowcount
+
+
+def prediction_count(cur, model_version: int | None = None) -> int:
+    cur.execute(
+        "SELECT count(*) FROM textclf.predictions WHERE %(v)s IS NULL OR model_version = %(v)s",
+        {"v": model_version},
+    )
+    return cur.fetchone()[0]
+
+
+# --- reporting -------------------------------------------------------------------------------
+
+
+def latest_evaluated_run(cur) -> str | None:
+    cur.execute("SELECT run_id FROM textclf.evaluations ORDER BY evaluated_at DESC LIMIT 1")
+    row = cur.fetchone()
+    return row[0] if row else None
+
+
+def query(cur, statement: str) -> tuple[list[str], list[tuple]]:
+    """Run a fixed, read-only statement from the code base (never user input)."""
+    cur.execute(statement)
+    return [d.name for d in cur.description], cur.fetchall()

@@ -217,17 +217,15 @@ class RecordChecker:
             if not label:
                 return None, Problem(self.options.label_column, "missing label", "missing label")
         ts_raw = (values.get(self.timestamp_column) or "").strip() if self.has_timestamp else ""
-        if ts_raw:
-            try:
-                ts = parse_timestamp(ts_raw, self.options.timestamp_format)
-            except ValueError:
-                return None, Problem(
-                    self.timestamp_column, "unparseable timestamp",
-                    f"unparseable timestamp {ts_raw!r}",
-                )
-        else:
-            ts = self.now
-        return (record.line_no, row_id, text, label, ts), None
+        if not ts_raw:
+            return (record.line_no, row_id, text, label, self.now, True), None
+        try:
+            ts = parse_timestamp(ts_raw, self.options.timestamp_format)
+        except ValueError:
+            return None, Problem(
+                self.timestamp_column, "unparseable timestamp", f"unparseable timestamp {ts_raw!r}"
+            )
+        return (record.line_no, row_id, text, label, ts, False), None
 
 
 def import_csv(

@@ -31,8 +31,10 @@ def upgrade() -> None:
             logical_date timestamptz,
             train_seconds double precision,
             peak_memory_bytes bigint,
-            created_at timestamptz NOT NULL DEFAULT now(),
-            UNIQUE (run_id, kind)
+            -- sha256 of (kind, effective params, labels, data fingerprint, code version):
+            -- the same training asked for twice reuses the first version.
+            training_key text NOT NULL UNIQUE,
+            created_at timestamptz NOT NULL DEFAULT now()
         );
 
         CREATE TABLE textclf.evaluations (

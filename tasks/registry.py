@@ -1,0 +1,260 @@
+"""Model registry: versioned artifacts with checksums, and the champion's history.
+
+Artifacts live under ``$TEXTCLF_HOME/models/<version>/`` by default, or under any fsspec /
+universal-pathlib URI set as ``artifact_root``. Every load verifies the sha256 recorded at
+registration; a mismatch refuses to load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from tasks import db
+from tasks.config import REPO_ROOT, Settings
+
+MODEL_KINDS = ("tfidf", "bert", "pretrained")
+
+
+class ChecksumMismatch(RuntimeError):
+    """The artifact on storage is not the one that was registered."""
+
+
+class RegistryError(RuntimeError):
+    pass
+
+
+def code_version() -> str:
+    try:
+        return subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True, check=True, timeout=5,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        from importlib.metadata import version
+
+        return "textclf-" + version("textclf")
+
+
+def artifact_checksum(directory) -> tuple[str, int]:
+    """sha256 over every file's relative path and bytes, in sorted order; total size."""
+    digest = hashlib.sha256()
+    size = 0
+    files = sorted(p for p in directory.rglob("*") if p.is_file())
+    for path in files:
+        relative = path.relative_to(directory).as_posix()
+        data = path.read_bytes()
+        digest.update(relative.encode() + b"\0" + hashlib.sha256(data).digest())
+        size += len(data)
+    return digest.hexdigest(), size
+
+
+def artifact_root(settings: Settings):
+    from upath import UPath
+
+    root = settings.artifact_root or str(settings.models_dir)
+    return UPath(root)
+
+
+def _copy_tree(source: Path, destination) -> None:
+    if destination.exists():
+        if hasattr(destination, "fs") and destination.protocol not in ("", "file", "local"):
+            destination.fs.rm(destination.path, recursive=True)
+        else:
+            shutil.rmtree(destination)
+    for path in sorted(source.rglob("*")):
+        target = destination / path.relative_to(source).as_posix()
+        if path.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(path.read_bytes())
+
+
+def register_model(
+    settings: Settings,
+    *,
+    kind: str,
+    staged_dir: Path,
+    labels: list[str],
+    params: dict[str, Any],
+    metrics: dict[str, Any],
+    data_fingerprint: dict[str, Any] | None,
+    run_id: str | None,
+    logical_date: datetime | None,
+    train_seconds: float | None,
+    peak_memory_bytes: int | None,
+    training_key: str,
+) -> int:
+    """Store a trained model: a version row, its artifact copied to storage, checksum recorded."""
+    if kind not in MODEL_KINDS:
+        raise RegistryError(f"unknown model kind {kind!r}; expected one of {MODEL_KINDS}")
+    sha256, size = artifact_checksum(staged_dir)
+    with db.connect(settings) as conn, conn, conn.cursor() as cur:
+        version = db.upsert_model_version(cur, {
+            "kind": kind, "labels": labels, "params": params, "metrics": metrics,
+            "artifact_uri": "", "artifact_sha256": sha256, "size_bytes": size,
+            "data_fingerprint": data_fingerprint, "code_version": code_version(),
+            "run_id": run_id, "logical_date": logical_date, "train_seconds": train_seconds,
+            "peak_memory_bytes": peak_memory_bytes, "training_key": training_key,
+        })
+        destination = artifact_root(settings) / str(version)
+        _copy_tree(staged_dir, destination)
+        db.set_model_artifact(cur, version, str(destination), sha256, size)
+    return version
+
+
+def training_key(kind: str, params: dict[str, Any], labels: list[str], data_fingerprint) -> str:
+    """Identity of a training: same kind, settings, labels, data and code give the same key."""
+    payload = json.dumps(
+        [kind, params, labels, data_fingerprint, code_version()], sort_keys=True, default=str
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def find_trained(settings: Settings, key: str) -> int | None:
+    """The version already trained under ``key``, if its artifact is intact."""
+    with db.connect(settings) as conn, conn.cursor() as cur:
+        row = db.model_version_by_training_key(cur, key)
+    if row is None or not row["artifact_uri"]:
+        return None
+    try:
+        fetch_artifact(settings, row["version"])
+    except (RegistryError, ChecksumMismatch):
+        return None
+    return row["version"]
+
+
+def _local_copy(settings: Settings, uri: str, version: int) -> Path:
+    from upath import UPath
+
+    source = UPath(uri)
+    if source.protocol in ("", "file", "local"):
+        return Path(source.path)
+    cache = settings.home / "cache" / "models" / str(version)
+    if cache.exists():
+        shutil.rmtree(cache)
+    for path in source.rglob("*"):
+        if path.is_file():
+            target = cache / path.relative_to(source).as_posix()
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(path.read_bytes())
+    return cache
+
+
+def fetch_artifact(settings: Settings, version: int) -> tuple[dict[str, Any], Path]:
+    """The version's row and a verified local directory holding its artifact."""
+    with db.connect(settings) as conn, conn.cursor() as cur:
+        row = db.model_version(cur, version)
+    if row is None:
+        raise RegistryError(f"model version {version} does not exist")
+    local = _local_copy(settings, row["artifact_uri"], version)
+    if not local.is_dir():
+        raise RegistryError(f"artifact of model version {version} is missing at {row['artifact_uri']}")
+    sha256, _ = artifact_checksum(local)
+    if sha256 != row["artifact_sha256"]:
+        raise ChecksumMismatch(
+            f"model version {version}: artifact at {row['artifact_uri']} has sha256 {sha256}, "
+            f"registered {row['artifact_sha256']}; refusing to load it"
+        )
+    return row, local
+
+
+def load_classifier(kind: str, directory: Path):
+    if kind == "tfidf":
+        from tasks.train_tfidf import TfidfClassifier
+
+        return TfidfClassifier.load(directory)
+    if kind == "bert":
+        from tasks.train_bert import BertClassifier
+
+        return BertClassifier.load(directory)
+    if kind == "pretrained":
+        from tasks.pretrained import PretrainedClassifier
+
+        return PretrainedClassifier.load(directory)
+    raise RegistryError(f"unknown model kind {kind!r}")
+
+
+def load_model(settings: Settings, version: int):
+    row, directory = fetch_artifact(settings, version)
+    return load_classifier(row["kind"], directory)
+
+
+# --- champion -----------------------------------------------------------------------------
+
+
+def current_champion(settings: Settings, at: datetime | None = None) -> int | None:
+    with db.connect(settings) as conn, conn.cursor() as cur:
+        return db.champion_at(cur, at)
+
+
+def set_champion(
+    settings: Settings,
+    version: int,
+    *,
+    reason: str,
+    actor: str,
+    run_id: str | None = None,
+    decision: str = "manual",
+    reasons: dict[str, Any] | None = None,
+) -> bool:
+    """Make ``version`` champion in one transaction under an advisory lock.
+
+    Records the decision either way; returns False when it already was the champion.
+    """
+    with db.connect(settings) as conn, conn, conn.cursor() as cur:
+        if db.model_version(cur, version) is None:
+            raise RegistryError(f"model version {version} does not exist")
+        db.lock_champion(cur)
+        before = db.champion_at(cur)
+        decision_id = db.record_decision(cur, {
+            "run_id": run_id, "decision": decision, "champion_before": before,
+            "champion_after": version, "reasons": reasons or {"reason": reason}, "actor": actor,
+        })
+        if before == version:
+            return False
+        db.switch_champion(cur, version, reason, actor, decision_id)
+        return True
+
+
+def record_kept(settings: Settings, *, run_id: str | None, reasons: dict[str, Any], actor: str) -> None:
+    with db.connect(settings) as conn, conn, conn.cursor() as cur:
+        db.lock_champion(cur)
+        champion = db.champion_at(cur)
+        db.record_decision(cur, {
+            "run_id": run_id, "decision": "kept", "champion_before": champion,
+            "champion_after": champion, "reasons": reasons, "actor": actor,
+        })
+
+
+def rollback(settings: Settings, *, actor: str, reason: str = "rollback") -> int:
+    """Make the previous champion the champion again; returns its version."""
+    with db.connect(settings) as conn, conn.cursor() as cur:
+        history = db.champion_history(cur)
+    if len(history) < 2:
+        raise RegistryError("no previous champion to roll back to")
+    current = history[-1]["model_version"]
+    previous = next(
+        (h["model_version"] for h in reversed(history[:-1]) if h["model_version"] != current),
+        None,
+    )
+    if previous is None:
+        raise RegistryError("no previous champion to roll back to")
+    set_champion(settings, previous, reason=reason, actor=actor, decision="rollback")
+    return previous
+
+
+def list_models(settings: Settings) -> list[dict[str, Any]]:
+    with db.connect(settings) as conn, conn.cursor() as cur:
+        return db.model_versions(cur)
+
+
+def champion_history(settings: Settings) -> list[dict[str, Any]]:
+    with db.connect(settings) as conn, conn.cursor() as cur:
+        return db.champion_history(cur)

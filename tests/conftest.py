@@ -1,0 +1,95 @@
+"""Shared fixtures: a real PostgreSQL database for the tests, fresh per session.
+
+The server is TEXTCLF_TEST_DATABASE_URL when set, else 127.0.0.1:5432 (user postgres), with a
+dedicated database `textclf_test` dropped and recreated at session start. Airflow is pointed at
+a database of its own on the same server and a temporary AIRFLOW_HOME, before anything imports
+it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import psycopg2
+import pytest
+from psycopg2 import sql
+
+TEST_DATABASE_URL = os.environ.get(
+    "TEXTCLF_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/textclf_test"
+)
+os.environ["TEXTCLF_TEST_DATABASE_URL"] = TEST_DATABASE_URL
+os.environ["TEXTCLF_DATABASE_URL"] = TEST_DATABASE_URL
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+SESSION_HOME = Path(tempfile.mkdtemp(prefix="textclf-test-"))
+os.environ["TEXTCLF_HOME"] = str(SESSION_HOME)
+os.environ.pop("TEXTCLF_CONFIG", None)
+
+TABLES = (
+    "predictions", "champion_history", "promotion_decisions", "evaluations", "model_versions",
+    "pipeline_events", "label_sets", "validation_runs", "quarantine", "documents",
+    "labelled_texts",
+)
+
+
+def _recreate_database(url: str) -> None:
+    from sqlalchemy.engine import make_url
+
+    name = make_url(url).database
+    admin = psycopg2.connect(url.rsplit("/", 1)[0] + "/postgres")
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+            (name,),
+        )
+        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    admin.close()
+
+
+@pytest.fixture(scope="session")
+def database_url() -> str:
+    from tasks import db
+
+    _recreate_database(TEST_DATABASE_URL)
+    db.upgrade(TEST_DATABASE_URL)
+    return TEST_DATABASE_URL
+
+
+@pytest.fixture
+def clean_db(database_url):
+    """Empty project tables (schema kept) so each test starts from nothing."""
+    conn = psycopg2.connect(database_url)
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("TRUNCATE {} RESTART IDENTITY CASCADE").format(
+                sql.SQL(", ").join(sql.Identifier("textclf", t) for t in TABLES)
+            )
+        )
+    conn.close()
+    return database_url
+
+
+@pytest.fixture
+def settings(clean_db, tmp_path):
+    from tasks.config import load_settings
+
+    return load_settings(home=tmp_path / "home", database_url=clean_db)
+
+
+@pytest.fixture
+def pg(clean_db):
+    """A plain connection for assertions (autocommit)."""
+    conn = psycopg2.connect(clean_db)
+    conn.autocommit = True
+    yield conn
+    conn.close()
+
+
+def fetch(conn, statement: str, params=()) -> list[tuple]:
+    with conn.cursor() as cur:
+        cur.execute(statement, params)
+        return cur.fetchall()
