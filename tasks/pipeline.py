@@ -1,0 +1,419 @@
+"""The steps of the retrain pipeline, one function per DAG task.
+
+Each step takes plain values (ids, paths, dicts) and returns a small JSON-able dict, so the
+DAG passes references through XCom, never data. A step that has nothing to do raises
+``Skip`` with the reason; the DAG turns it into a skipped task whose log shows that reason.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import resource
+import time
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from tasks import db, registry
+from tasks.config import Settings
+from tasks.extract import Snapshot, extract_snapshot, read_snapshot
+
+log = logging.getLogger(__name__)
+
+
+class Skip(Exception):
+    """Nothing to do for this step; the message says why."""
+
+
+# --- extract + validate ----------------------------------------------------------------
+
+
+def extract_step(settings: Settings, run_id: str, start: datetime, end: datetime) -> dict:
+    snapshot = extract_snapshot(settings, start, end, settings.run_dir(run_id) / "snapshot.parquet")
+    log.info(
+        "snapshot: %d rows (%d new in [%s, %s)), splits %s",
+        snapshot.snapshot_rows, snapshot.new_rows, start, end, snapshot.split_rows,
+    )
+    return snapshot.to_dict()
+
+
+def resolve_label_set(settings: Settings, cur, snapshot_labels, run_id: str) -> list[str]:
+    """Configured labels, else the stored set, else (first run) the snapshot's own labels."""
+    if settings.labels:
+        return list(settings.labels)
+    stored = db.stored_label_set(cur)
+    if stored:
+        return stored
+    labels = sorted({label for label in snapshot_labels if label})
+    db.store_label_set(cur, labels, "first snapshot", run_id)
+    return labels
+
+
+def validate_step(
+    settings: Settings, run_id: str, logical_date: datetime | None, snapshot: dict
+) -> dict:
+    from tasks.validate import ValidationParams, validate_snapshot
+
+    snap = Snapshot.from_dict(snapshot)
+    frame = read_snapshot(snap.path)
+    run_dir = settings.run_dir(run_id)
+    with db.connect(settings) as conn, conn, conn.cursor() as cur:
+        labels = resolve_label_set(settings, cur, frame["label"], run_id)
+    thresholds = settings.validation
+    outcome = validate_snapshot(
+        frame,
+        ValidationParams(
+            label_set=labels,
+            interval_end=snap.interval_end,
+            max_text_length=thresholds.max_text_length,
+            min_new_rows=thresholds.min_new_rows,
+            max_label_drift=thresholds.max_label_drift,
+            max_conflict_share=thresholds.max_conflict_share,
+            max_duplicate_share=thresholds.max_duplicate_share,
+            allow_new_labels=settings.allow_new_labels,
+        ),
+        settings.expectations_dir,
+        data_docs_dir=run_dir / "data_docs",
+    )
+    clean_path = run_dir / "clean.parquet"
+    outcome.clean.to_parquet(clean_path, index=False)
+    if outcome.new_labels:
+        labels = sorted(set(labels) | set(outcome.new_labels))
+    source = settings.labelled_source.qualified_name
+    quarantined_frame = frame[frame["id"].isin(outcome.quarantined_ids)]
+    raw_by_id = {
+        row["id"]: json.loads(json.dumps(row, default=str))
+        for row in quarantined_frame.to_dict("records")
+    }
+    with db.connect(settings) as conn, conn, conn.cursor() as cur:
+        if outcome.new_labels:
+            db.store_label_set(cur, labels, "new labels allowed by config", run_id)
+        db.quarantine_rows(cur, [
+            {
+                "stage": "validation", "source": source, "source_row": q.row_id,
+                "field": q.column, "reason": q.reason, "expectation": q.expectation,
+                "raw": raw_by_id.get(q.row_id, {"id": q.row_id}),
+                "run_id": run_id,
+            }
+            for q in outcome.quarantined
+        ])
+        db.record_validation_run(cur, {
+            "run_id": run_id, "logical_date": logical_date,
+            "interval_start": snap.interval_start, "interval_end": snap.interval_end,
+            "status": outcome.status, "new_rows": outcome.new_rows,
+            "snapshot_rows": outcome.snapshot_rows,
+            "quarantined_rows": len(outcome.quarantined_ids),
+            "failures": outcome.failures, "results": outcome.results,
+            "fingerprint": snap.fingerprint,
+            "data_docs_path": str(outcome.data_docs_path) if outcome.data_docs_path else None,
+            "snapshot_path": snap.path,
+        })
+    for failure in outcome.failures:
+        log.error("validation: %s", failure)
+    return {
+        "status": outcome.status,
+        "reason": "; ".join(outcome.failures) if outcome.failures else None,
+        "labels": labels,
+        "clean_path": str(clean_path),
+        "new_rows": outcome.new_rows,
+        "snapshot_rows": outcome.snapshot_rows,
+        "quarantined_rows": len(outcome.quarantined_ids),
+        "fingerprint": snap.fingerprint,
+        "data_docs": str(outcome.data_docs_path) if outcome.data_docs_path else None,
+    }
+
+
+def require_trainable(validation: dict) -> None:
+    if validation["status"] == "no_new_data":
+        raise Skip("no new labelled rows in this data interval: nothing to retrain on")
+    if validation["status"] == "failed":
+        raise Skip(f"validation failed, training skipped: {validation['reason']}")
+
+
+# --- training ----------------------------------------------------------------------------
+
+
+def _splits(clean_path: str, max_train_rows: int | None = None):
+    frame = read_snapshot(clean_path)
+    train = frame[frame["split"] == "train"]
+    if max_train_rows and len(train) > max_train_rows:
+        # The newest rows carry the freshest signal; keep them, deterministically.
+        train = train.sort_values(["labelled_at", "id"]).tail(max_train_rows)
+    return train, frame[frame["split"] == "validation"], frame[frame["split"] == "test"]
+
+
+def _peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _requested_training(settings: Settings, kind: str, options: dict[str, Any]) -> dict:
+    """The effective training settings of one candidate kind (they identify the training)."""
+    config = {**getattr(settings, kind), **options.get(kind, {})}
+    max_rows = options.get("max_train_rows") or config.get("max_train_rows")
+    return {"config": config, "max_train_rows": max_rows}
+
+
+def train_step(
+    settings: Settings,
+    kind: str,
+    run_id: str,
+    logical_date: datetime | None,
+    validation: dict,
+    options: dict[str, Any] | None = None,
+) -> dict:
+    """Train one candidate on the clean snapshot and register it; returns its version."""
+    require_trainable(validation)
+    options = options or {}
+    if kind not in options.get("candidates", settings.candidates):
+        raise Skip(f"candidate kind {kind!r} is not enabled for this run")
+    labels = validation["labels"]
+    requested = _requested_training(settings, kind, options)
+    key = registry.training_key(kind, requested, labels, validation["fingerprint"])
+    existing = registry.find_trained(settings, key)
+    if existing is not None:
+        log.info("same kind, settings, labels, data and code as model version %d: reusing it",
+                 existing)
+        return {"version": existing, "kind": kind, "train_seconds": 0.0, "reused": True}
+    staged = settings.run_dir(run_id) / "candidates" / kind
+    started = time.perf_counter()
+    if kind == "tfidf":
+        from tasks.train_tfidf import TfidfConfig, train_tfidf
+
+        train, val, _ = _splits(validation["clean_path"], requested["max_train_rows"])
+        model, result = train_tfidf(
+            train["text"].tolist(), train["label"].tolist(),
+            val["text"].tolist(), val["label"].tolist(), labels,
+            TfidfConfig.from_dict(requested["config"]),
+        )
+        model.save(staged)
+        params, metrics = result.params, {"val_macro_f1": result.val_macro_f1}
+        peak_memory, train_rows = _peak_rss_bytes(), result.train_rows
+    elif kind == "bert":
+        from tasks.train_bert import BertConfig, fine_tune
+
+        cfg = BertConfig(**requested["config"])
+        train, val, _ = _splits(validation["clean_path"], requested["max_train_rows"])
+        result = fine_tune(
+            train["text"].tolist(), train["label"].tolist(),
+            val["text"].tolist(), val["label"].tolist(), labels, cfg,
+            output_dir=staged,
+            checkpoint_dir=settings.home / "checkpoints" / settings.run_dir(run_id).name / "bert",
+        )
+        params = asdict(cfg)
+        metrics = {"val_macro_f1": result.best_val_macro_f1, "global_step": result.global_step,
+                   "epochs_run": result.epochs_run, "device": result.device}
+        peak_memory, train_rows = result.peak_memory_bytes, result.train_rows
+    elif kind == "pretrained":
+        from tasks.pretrained import PretrainedClassifier
+
+        config = requested["config"]
+        if not config.get("checkpoint"):
+            raise Skip("no pre-trained checkpoint configured ([pretrained] checkpoint)")
+        PretrainedClassifier(config["checkpoint"], config.get("label_map", {}), labels).save(staged)
+        params, metrics, peak_memory, train_rows = config, {}, None, 0
+    else:
+        raise ValueError(f"unknown candidate kind {kind!r}")
+    train_seconds = time.perf_counter() - started
+    version = registry.register_model(
+        settings, kind=kind, staged_dir=staged, labels=labels,
+        params={**params, "train_rows": train_rows}, metrics=metrics,
+        data_fingerprint=validation["fingerprint"], run_id=run_id, logical_date=logical_date,
+        train_seconds=train_seconds, peak_memory_bytes=peak_memory, training_key=key,
+    )
+    log.info("registered %s as model version %d (%.1f s)", kind, version, train_seconds)
+    return {"version": version, "kind": kind, "train_seconds": train_seconds}
+
+
+# --- evaluation, promotion, prediction ----------------------------------------------------
+
+
+def evaluate_step(
+    settings: Settings,
+    run_id: str,
+    validation: dict,
+    candidates: list[dict | None],
+    options: dict[str, Any] | None = None,
+) -> dict:
+    """Score every candidate and the champion on the same frozen test rows."""
+    from tasks.evaluate import evaluate_all
+    from tasks.report import write_report
+
+    options = options or {}
+    versions = sorted({c["version"] for c in candidates if c})
+    if not versions:
+        raise Skip("no candidate was trained in this run")
+    champion = registry.current_champion(settings)
+    _, _, test = _splits(validation["clean_path"])
+    labels = validation["labels"]
+    models, rows = {}, {}
+    for version in versions + ([champion] if champion and champion not in versions else []):
+        row, directory = registry.fetch_artifact(settings, version)
+        name = f"v{version} {row['kind']}"
+        models[name] = registry.load_classifier(row["kind"], directory)
+        rows[name] = row
+    champion_name = next((n for n, r in rows.items() if r["version"] == champion), None)
+    report = evaluate_all(
+        models, test["text"].tolist(), test["label"].tolist(), labels, champion_name,
+        size_bytes={n: r["size_bytes"] for n, r in rows.items()},
+        train_seconds={n: r["train_seconds"] for n, r in rows.items()},
+        peak_memory_bytes={n: r["peak_memory_bytes"] for n, r in rows.items()},
+        n_resamples=settings.promotion.bootstrap_resamples,
+        seed=settings.promotion.seed,
+    )
+    test_fingerprint = _test_fingerprint(test)
+    comparisons = {c.challenger: c for c in report.comparisons}
+    with db.connect(settings) as conn, conn, conn.cursor() as cur:
+        for name, row in rows.items():
+            evaluation = report.evaluation(name).to_dict()
+            evaluation.pop("probabilities", None)
+            db.upsert_evaluation(cur, {
+                "run_id": run_id, "model_version": row["version"],
+                "role": "champion" if name == champion_name else "candidate",
+                "test_rows": len(test), "test_fingerprint": test_fingerprint,
+                "metrics": evaluation,
+                "comparison": comparisons[name].to_dict() if name in comparisons else None,
+            })
+    curve = _learning_curve(settings, validation, options) if options.get("learning_curve") else None
+    run_dir = settings.run_dir(run_id)
+    (run_dir / "evaluation.json").write_text(json.dumps(report.to_dict()))
+    page = write_report(
+        run_dir / "report", report, title=f"textclf run {run_id}", learning_curve=curve,
+        extra={"test rows": len(test), "test fingerprint": test_fingerprint,
+               "data fingerprint": validation["fingerprint"]},
+    )
+    for ev in report.evaluations:
+        log.info("%s: macro-F1 %.4f accuracy %.4f", ev.name, ev.macro_f1, ev.accuracy)
+    return {
+        "evaluation_path": str(run_dir / "evaluation.json"),
+        "report": str(page),
+        "versions": {name: row["version"] for name, row in rows.items()},
+        "champion": champion,
+        "leaderboard": sorted(
+            ({"name": ev.name, "macro_f1": ev.macro_f1} for ev in report.evaluations),
+            key=lambda e: -e["macro_f1"],
+        ),
+    }
+
+
+def _test_fingerprint(test) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for row_id in sorted(test["id"].tolist()):
+        digest.update(f"{row_id}\n".encode())
+    return digest.hexdigest()
+
+
+def _learning_curve(settings: Settings, validation: dict, options: dict):
+    """TF-IDF vs BERT at several training-set fractions, on this run's own data."""
+    from tasks.evaluate import evaluate_model
+    from tasks.report import learning_curve
+
+    train, val, test = _splits(validation["clean_path"])
+    labels = validation["labels"]
+    kinds = [k for k in ("tfidf", "bert") if k in options.get("candidates", settings.candidates)]
+    scratch = settings.home / "scratch" / "learning_curve"
+
+    def train_and_score(kind: str, fraction: float):
+        subset = train.sample(frac=fraction, random_state=0) if fraction < 1 else train
+        started = time.perf_counter()
+        if kind == "tfidf":
+            from tasks.train_tfidf import TfidfConfig, train_tfidf
+
+            model, _ = train_tfidf(subset["text"].tolist(), subset["label"].tolist(),
+                                   val["text"].tolist(), val["label"].tolist(), labels,
+                                   TfidfConfig.from_dict(settings.tfidf))
+        else:
+            from tasks.train_bert import BertClassifier, BertConfig, fine_tune
+
+            cfg = BertConfig(**{**settings.bert, **options.get("bert", {})})
+            out = scratch / f"bert-{fraction}"
+            fine_tune(subset["text"].tolist(), subset["label"].tolist(), val["text"].tolist(),
+                      val["label"].tolist(), labels, cfg, output_dir=out,
+                      checkpoint_dir=scratch / f"bert-{fraction}-ckpt")
+            model = BertClassifier.load(out)
+        seconds = time.perf_counter() - started
+        ev = evaluate_model(kind, model, test["text"].tolist(), test["label"].tolist(), labels)
+        return len(subset), ev.macro_f1, seconds
+
+    return learning_curve(train_and_score, kinds)
+
+
+def promote_step(
+    settings: Settings,
+    run_id: str,
+    validation: dict,
+    evaluation: dict,
+    *,
+    actor: str = "schedule",
+    min_delta: float | None = None,
+    dry_run: bool = False,
+) -> dict:
+    """Apply the promotion policy; records the decision and every reason either way."""
+    from dataclasses import replace
+
+    from tasks.evaluate import EvaluationReport
+    from tasks.policy import Candidate, decide
+
+    report = EvaluationReport.from_dict(json.loads(Path(evaluation["evaluation_path"]).read_text()))
+    policy = settings.promotion if min_delta is None else replace(settings.promotion, min_delta=min_delta)
+    champion = evaluation["champion"]
+    versions = evaluation["versions"]
+    comparisons = {c.challenger: c for c in report.comparisons}
+    candidates = [
+        Candidate(version, report.evaluation(name), comparisons.get(name))
+        for name, version in versions.items()
+        if version != champion
+    ]
+    champion_eval = next(
+        (report.evaluation(n) for n, v in versions.items() if v == champion), None
+    )
+    decision = decide(candidates, champion, champion_eval, validation["status"] == "passed", policy)
+    reasons = decision.to_dict()
+    if decision.action == "promote" and not dry_run:
+        changed = registry.set_champion(
+            settings, decision.winner, reason=decision.summary, actor=actor, run_id=run_id,
+            decision="promoted", reasons=reasons,
+        )
+        log.info("%s", decision.summary)
+        return {"promoted": changed, "champion": decision.winner, "previous": champion,
+                "summary": decision.summary}
+    summary = decision.summary + (" (dry run: evaluate only, nothing promoted)" if dry_run else "")
+    registry.record_kept(settings, run_id=run_id, reasons={**reasons, "summary": summary}, actor=actor)
+    log.info("%s", summary)
+    return {"promoted": False, "champion": champion, "previous": champion, "summary": summary}
+
+
+def predict_step(
+    settings: Settings,
+    run_id: str,
+    logical_date: datetime | None,
+    start: datetime,
+    end: datetime,
+    *,
+    champion_changed: bool,
+    rescore_all: bool = False,
+) -> dict:
+    """Score the interval's new documents with the champion; everything when it changed."""
+    from tasks.predict import predict_documents
+
+    champion = registry.current_champion(settings)
+    if champion is None:
+        raise Skip("there is no champion yet, so nothing can be scored")
+    full = rescore_all or (champion_changed and settings.rescore_on_champion_change)
+    stats = predict_documents(
+        settings, model_version=champion, run_id=run_id, logical_date=logical_date,
+        start=None if full else start, end=end,
+    )
+    log.info(
+        "scored %d documents with model version %d (%s), %d rows written",
+        stats.documents, champion, "full rescore" if full else "new documents", stats.rows_written,
+    )
+    return {**asdict(stats), "full_rescore": full}
+
+
+def record_failure(settings: Settings, run_id: str | None, task_id: str | None, message: str) -> None:
+    with db.connect(settings) as conn, conn, conn.cursor() as cur:
+        db.record_event(cur, run_id, task_id, "task_failed", message)
