@@ -93,3 +93,50 @@ def fetch(conn, statement: str, params=()) -> list[tuple]:
     with conn.cursor() as cur:
         cur.execute(statement, params)
         return cur.fetchall()
+
+
+CORPUS_WORDS = {
+    "negative": ["awful", "terrible", "hate", "broken", "worst", "angry"],
+    "neutral": ["schedule", "meeting", "tuesday", "report", "address", "table"],
+    "positive": ["great", "love", "wonderful", "happy", "excellent", "best"],
+}
+
+
+def synthetic_corpus(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    """An easily separable 3-class corpus: (text, label)."""
+    import random
+
+    rng = random.Random(seed)
+    labels = sorted(CORPUS_WORDS)
+    rows = []
+    for i in range(n):
+        label = labels[i % len(labels)]
+        words = rng.sample(CORPUS_WORDS[label], 3) + rng.sample(["the", "a", "it", "was"], 2)
+        rng.shuffle(words)
+        rows.append((" ".join(words) + f" #{i}", label))
+    return rows
+
+
+@pytest.fixture(scope="session")
+def tiny_tfidf_dir(tmp_path_factory):
+    """A real TF-IDF model trained on the synthetic corpus, saved with skops."""
+    from tasks.train_tfidf import TfidfConfig, train_tfidf
+
+    rows = synthetic_corpus(300)
+    texts, labels = [t for t, _ in rows], [l for _, l in rows]
+    model, _ = train_tfidf(texts[:240], labels[:240], texts[240:], labels[240:],
+                           sorted(CORPUS_WORDS), TfidfConfig(c_values=(0.5,), min_df_values=(1,)))
+    directory = tmp_path_factory.mktemp("tfidf")
+    model.save(directory)
+    return directory
+
+
+def register_tiny(settings, directory, key: str = "k1") -> int:
+    from tasks import registry
+
+    return registry.register_model(
+        settings, kind="tfidf", staged_dir=directory, labels=sorted(CORPUS_WORDS),
+        params={"test": key}, metrics={"val_macro_f1": 1.0}, data_fingerprint=None,
+        run_id="test", logical_date=None, train_seconds=1.0, peak_memory_bytes=None,
+        training_key=key,
+    )

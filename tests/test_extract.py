@@ -1,0 +1,91 @@
+"""Interval extraction: boundaries, frozen splits, fingerprints, chunked reading."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from tasks.extract import extract_snapshot, read_snapshot, split_of
+from tasks.importer import CsvOptions, Record, import_records
+from tasks import db
+
+START = datetime(2026, 11, 18, 2, tzinfo=UTC)
+END = datetime(2026, 11, 19, 2, tzinfo=UTC)
+
+
+def load(settings, rows):
+    """rows: (id, text, label, labelled_at)"""
+    header = ["id", "text", "label", "labelled_at"]
+    records = (
+        Record(n, dict(zip(header, [str(i), text, label, ts.isoformat()])))
+        for n, (i, text, label, ts) in enumerate(rows, start=2)
+    )
+    with db.connect(settings) as conn:
+        import_records(conn, settings, "labelled", header, records, CsvOptions(), source="test")
+
+
+def test_interval_boundaries_start_inclusive_end_exclusive(settings, tmp_path):
+    load(settings, [
+        (1, "old", "a", START - timedelta(days=3)),
+        (2, "at start", "b", START),
+        (3, "inside", "a", START + timedelta(hours=5)),
+        (4, "just before end", "b", END - timedelta(microseconds=1)),
+        (5, "at end", "a", END),
+        (6, "future", "b", END + timedelta(days=1)),
+    ])
+    snapshot = extract_snapshot(settings, START, END, tmp_path / "s.parquet")
+    frame = read_snapshot(snapshot.path)
+    assert sorted(frame["id"].astype(int)) == [1, 2, 3, 4]
+    assert sorted(frame.loc[frame["is_new"], "id"].astype(int)) == [2, 3, 4]
+    assert (snapshot.snapshot_rows, snapshot.new_rows) == (4, 3)
+    assert snapshot.fingerprint["max_id"] == "4"
+
+
+def test_snapshot_window_limits_history(settings, tmp_path):
+    load(settings, [
+        (1, "very old", "a", END - timedelta(days=40)),
+        (2, "recent", "b", END - timedelta(days=2)),
+        (3, "new", "a", START + timedelta(hours=1)),
+    ])
+    windowed = settings.__class__(**{**settings.__dict__, "snapshot_window_days": 30})
+    frame = read_snapshot(extract_snapshot(windowed, START, END, tmp_path / "w.parquet").path)
+    assert sorted(frame["id"].astype(int)) == [2, 3]
+
+
+def test_splits_are_frozen_as_data_grows(settings, tmp_path):
+    day = timedelta(days=1)
+    load(settings, [(i, f"text {i}", "ab"[i % 2], START - day) for i in range(1, 501)])
+    first = read_snapshot(extract_snapshot(settings, START, END, tmp_path / "1.parquet").path)
+    load(settings, [(i, f"text {i}", "ab"[i % 2], START + day) for i in range(501, 1001)])
+    later_end = END + 2 * day
+    second = read_snapshot(
+        extract_snapshot(settings, START + day, later_end, tmp_path / "2.parquet").path
+    )
+    before = dict(zip(first["id"], first["split"]))
+    after = dict(zip(second["id"], second["split"]))
+    assert len(after) == 1000
+    assert all(after[i] == split for i, split in before.items())
+    shares = second["split"].value_counts(normalize=True)
+    assert 0.75 < shares["train"] < 0.85 and 0.05 < shares["test"] < 0.15
+    assert split_of("42") == split_of(42)  # the id's text form decides
+
+
+def test_fingerprint_changes_with_content_and_reading_is_chunked(settings, tmp_path):
+    load(settings, [(i, f"text {i}", "ab"[i % 2], START - timedelta(hours=i)) for i in range(1, 51)])
+    one = extract_snapshot(settings, START, END, tmp_path / "a.parquet", chunk_rows=7)
+    two = extract_snapshot(settings, START, END, tmp_path / "b.parquet", chunk_rows=50)
+    assert one.fingerprint == two.fingerprint and one.snapshot_rows == 50
+    assert read_snapshot(one.path).equals(read_snapshot(two.path))
+    load(settings, [(7, "relabelled text", "a", START - timedelta(hours=7))])
+    three = extract_snapshot(settings, START, END, tmp_path / "c.parquet")
+    assert three.fingerprint["sha256"] != one.fingerprint["sha256"]
+
+
+def test_rows_quarantined_by_validation_are_not_extracted(settings, tmp_path):
+    load(settings, [(1, "keep", "a", START), (2, "drop", "b", START)])
+    with db.connect(settings) as conn, conn, conn.cursor() as cur:
+        db.quarantine_rows(cur, [{
+            "stage": "validation", "source": "textclf.labelled_texts", "source_row": "2",
+            "reason": "test", "raw": {},
+        }])
+    frame = read_snapshot(extract_snapshot(settings, START, END, tmp_path / "q.parquet").path)
+    assert frame["id"].tolist() == ["1"]
