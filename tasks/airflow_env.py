@@ -39,7 +39,8 @@ def _secret(home: Path, name: str) -> str:
 
 def airflow_environment(settings: Settings, executor: str = "LocalExecutor") -> dict[str, str]:
     url = db.database_url(settings)
-    db.ensure_database(url, AIRFLOW_DATABASE)
+    metadata_database = os.environ.get("TEXTCLF_AIRFLOW_DATABASE", AIRFLOW_DATABASE)
+    db.ensure_database(url, metadata_database)
     home = airflow_home(settings)
     home.mkdir(parents=True, exist_ok=True)
     venv_bin = str(Path(sys.executable).parent)
@@ -51,7 +52,7 @@ def airflow_environment(settings: Settings, executor: str = "LocalExecutor") -> 
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__EXECUTOR": executor,
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": db.sqlalchemy_url(url, AIRFLOW_DATABASE),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": db.sqlalchemy_url(url, metadata_database),
         "AIRFLOW__API_AUTH__JWT_SECRET": _secret(home, "jwt_secret"),
         "AIRFLOW__API__SECRET_KEY": _secret(home, "api_secret"),
         "AIRFLOW__CORE__FERNET_KEY": env.get("AIRFLOW__CORE__FERNET_KEY", ""),

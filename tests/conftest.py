@@ -50,13 +50,31 @@ def _recreate_database(url: str) -> None:
     admin.close()
 
 
+_recreate_database(TEST_DATABASE_URL)
+
+# Airflow reads its configuration when first imported: point it at a metadata database of its
+# own on the test server and at this repository's dags/ before any test imports it.
+os.environ["TEXTCLF_AIRFLOW_DATABASE"] = TEST_DATABASE_URL.rsplit("/", 1)[1] + "_airflow"
+from tasks.airflow_env import airflow_environment  # noqa: E402
+from tasks.config import load_settings  # noqa: E402
+
+os.environ.update(airflow_environment(load_settings()))
+
+
 @pytest.fixture(scope="session")
 def database_url() -> str:
     from tasks import db
 
-    _recreate_database(TEST_DATABASE_URL)
     db.upgrade(TEST_DATABASE_URL)
     return TEST_DATABASE_URL
+
+
+@pytest.fixture(scope="session")
+def airflow_ready(database_url) -> None:
+    """Airflow's metadata database migrated and the `gpu` pool created."""
+    from tasks.airflow_env import prepare_airflow
+
+    prepare_airflow(load_settings(), dict(os.environ))
 
 
 @pytest.fixture

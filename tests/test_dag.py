@@ -1,0 +1,177 @@
+"""The real textclf_retrain DAG: integrity, Params, and end-to-end runs with dag.test()."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from conftest import fetch, synthetic_corpus
+from tasks import db
+from tasks.config import REPO_ROOT
+from tasks.importer import CsvOptions, Record, import_records
+
+DAG_FILE = REPO_ROOT / "dags" / "textclf_retrain.py"
+TINY_BERT = {"bert_max_train_rows": 48, "bert_max_length": 24, "bert_epochs": 1}
+
+
+@pytest.fixture(scope="module")
+def dagbag(airflow_ready):
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(DAG_FILE.parent))
+
+
+def test_dagbag_imports_without_errors(dagbag):
+    assert dagbag.import_errors == {}
+    dag = dagbag.get_dag("textclf_retrain")
+    assert {t.task_id for t in dag.tasks} == {
+        "extract", "validate", "train_tfidf", "train_bert", "register_pretrained", "evaluate",
+        "promote", "predict",
+    }
+    assert dag.max_active_runs == 1 and dag.catchup is False
+    assert type(dag.timetable).__name__ == "CronDataIntervalTimetable"
+    bert = dag.get_task("train_bert")
+    assert (bert.queue, bert.pool) == ("gpu", "gpu")
+    for t in dag.tasks:
+        assert t.execution_timeout is not None, t.task_id
+        assert t.retries >= 1, t.task_id
+    assert dag.get_task("predict").upstream_task_ids == {"promote"}
+    assert "frozen test rows" in dag.doc_md
+
+
+def test_params_carry_titles_sections_and_validation(dagbag):
+    from airflow.sdk.definitions.param import ParamsDict
+
+    dag = dagbag.get_dag("textclf_retrain")
+    for name in dag.params:
+        param = dag.params.get_param(name)
+        assert param.description and param.schema.get("title") and param.schema.get("section"), name
+    from airflow.sdk.exceptions import ParamValidationError
+
+    params = ParamsDict(dag.params)
+    with pytest.raises(ParamValidationError, match="'xgboost' is not one of"):
+        params["candidates"] = ["xgboost"]
+    with pytest.raises(ParamValidationError, match="bert_epochs"):
+        params["bert_epochs"] = 1000
+    params["candidates"] = ["tfidf"]  # a valid value is accepted
+
+
+def test_dag_file_parses_without_heavy_imports():
+    heavy = ["torch", "transformers", "pandas", "sklearn", "great_expectations", "tasks.train_bert"]
+    code = (
+        "import runpy, sys; runpy.run_path(%r); "
+        "print([m for m in %r if m in sys.modules])" % (str(DAG_FILE), heavy)
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def seed(settings, days: int, per_day: int, end: datetime, bad_texts_on_last_day: float = 0.0):
+    """An easy 3-class corpus labelled over `days` days before `end`, plus documents.
+
+    Blank texts are written straight into the table, as an upstream system writing to the
+    source table would (the CSV importer would have quarantined them before GX saw them).
+    """
+    corpus = synthetic_corpus(days * per_day, seed=3)
+    header = ["id", "text", "label", "labelled_at"]
+    labelled, blank = [], []
+    for i, (text, label) in enumerate(corpus):
+        day = i // per_day
+        ts = end - timedelta(days=days - day) + timedelta(minutes=i % per_day)
+        if day == days - 1 and (i % per_day) < bad_texts_on_last_day * per_day:
+            blank.append((i + 1, "   ", label, ts))
+            continue
+        labelled.append(Record(i + 2, dict(zip(header, [str(i + 1), text, label, ts.isoformat()]))))
+    docs = [
+        Record(i + 2, {"id": str(i + 1), "text": text,
+                       "created_at": (end - timedelta(hours=30 - i % 48)).isoformat()})
+        for i, (text, _) in enumerate(synthetic_corpus(60, seed=4))
+    ]
+    with db.connect(settings) as conn:
+        import_records(conn, settings, "labelled", header, iter(labelled), CsvOptions(),
+                       source="seed")
+        import_records(conn, settings, "documents", ["id", "text", "created_at"], iter(docs),
+                       CsvOptions(), source="seed")
+        with conn, conn.cursor() as cur:
+            cur.executemany("INSERT INTO textclf.labelled_texts (id, text, label, labelled_at) "
+                            "VALUES (%s, %s, %s, %s)", blank)
+
+
+def ti_states(dag_run) -> dict[str, str]:
+    return {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
+
+
+def test_end_to_end_runs_promote_predict_and_rerun_changes_nothing(dagbag, clean_db, pg):
+    from tasks.airflow_env import manual_run_interval
+    from tasks.config import load_settings
+
+    settings = load_settings(database_url=clean_db)
+    dag = dagbag.get_dag("textclf_retrain")
+    day = datetime(2026, 11, 20, tzinfo=UTC)
+    start, end = manual_run_interval(day.date())
+    seed(settings, days=5, per_day=80, end=end)
+
+    first = dag.test(logical_date=day, run_conf=TINY_BERT)
+    assert str(first.state) == "success", ti_states(first)
+    states = ti_states(first)
+    assert states["train_tfidf"] == states["train_bert"] == "success"
+    assert states["register_pretrained"] == "skipped"
+    assert states["promote"] == states["predict"] == "success"
+
+    (status, new_rows, interval_start), = fetch(
+        pg, "SELECT status, new_rows, interval_start FROM textclf.validation_runs "
+            "WHERE run_id = %s", (first.run_id,))
+    assert (status, new_rows, interval_start) == ("passed", 80, start)
+    kinds = fetch(pg, "SELECT kind FROM textclf.model_versions ORDER BY kind")
+    assert kinds == [("bert",), ("tfidf",)]
+    evaluated = fetch(pg, "SELECT count(*), count(DISTINCT test_fingerprint) "
+                          "FROM textclf.evaluations WHERE run_id = %s", (first.run_id,))
+    assert evaluated == [(2, 1)]  # both candidates, the same frozen test rows
+    champion = fetch(pg, "SELECT model_version FROM textclf.champion_history "
+                         "WHERE valid_to IS NULL")
+    assert len(champion) == 1
+    predictions = fetch(pg, "SELECT count(*) FROM textclf.predictions")[0][0]
+    created_before_end = fetch(
+        pg, "SELECT count(*) FROM textclf.documents WHERE created_at < %s", (end,))[0][0]
+    assert predictions == created_before_end == 42  # a promotion rescores every document
+    report = settings.run_dir(first.run_id) / "report" / "index.html"
+    assert report.is_file()
+
+    rows_before = fetch(pg, "SELECT * FROM textclf.predictions ORDER BY document_id")
+    again = dag.test(logical_date=day, run_conf=TINY_BERT)
+    assert str(again.state) == "success", ti_states(again)
+    assert fetch(pg, "SELECT count(*) FROM textclf.model_versions")[0][0] == 2
+    assert fetch(pg, "SELECT * FROM textclf.predictions ORDER BY document_id") == rows_before
+    assert ti_states(again)["promote"] == "skipped"  # same models: the champion is kept
+    (decision,), = fetch(pg, "SELECT decision FROM textclf.promotion_decisions "
+                             "WHERE run_id = %s", (again.run_id,))
+    assert decision == "kept"
+
+
+def test_a_bad_batch_skips_training_with_the_reason_and_loses_nothing(dagbag, clean_db, pg):
+    from tasks.airflow_env import manual_run_interval
+    from tasks.config import load_settings
+
+    settings = load_settings(database_url=clean_db)
+    dag = dagbag.get_dag("textclf_retrain")
+    day = datetime(2026, 11, 20, tzinfo=UTC)
+    _, end = manual_run_interval(day.date())
+    seed(settings, days=3, per_day=60, end=end, bad_texts_on_last_day=0.6)
+
+    run = dag.test(logical_date=day, run_conf={"candidates": ["tfidf"]})
+    states = ti_states(run)
+    assert str(run.state) == "success", states
+    assert states["validate"] == "success"
+    assert states["train_tfidf"] == states["evaluate"] == states["promote"] == "skipped"
+    (status, failures), = fetch(
+        pg, "SELECT status, failures FROM textclf.validation_runs WHERE run_id = %s",
+        (run.run_id,))
+    assert status == "failed"
+    assert any("expect_column_values_to_not_match_regex" in f and "60.0%" in f for f in failures)
+    quarantined = fetch(pg, "SELECT count(DISTINCT source_row) FROM textclf.quarantine "
+                            "WHERE stage = 'validation'")[0][0]
+    assert quarantined == 36
+    assert fetch(pg, "SELECT count(*) FROM textclf.labelled_texts")[0][0] == 180
