@@ -6,6 +6,7 @@ Every statement is parameterised; identifiers coming from configuration were val
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import logging
@@ -64,9 +65,14 @@ def connection_fields_to_url(host, port, login, password, database) -> str:
 
 def embedded_server(home: Path):
     """Start (or reuse) the embedded PostgreSQL under ``home/pg``; it outlives this process."""
-    import pgserver
+    import warnings
 
-    return pgserver.get_server(home / "pg", cleanup_mode=None)
+    home.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR unset on servers
+        import pgserver
+
+        return pgserver.get_server(home / "pg", cleanup_mode=None)
 
 
 def _embedded_url(home: Path) -> str:
@@ -172,35 +178,25 @@ def create_import_staging(cur) -> None:
 
 
 def copy_rows(cur, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
-    """COPY rows (Python values) into ``table`` through PostgreSQL's text format."""
+    """COPY rows into ``table`` in CSV form, serialised by the C csv writer.
+
+    Strings are quoted and numbers are not (QUOTE_NONNUMERIC), so None (an unquoted empty
+    field) arrives as NULL and '' as an empty string. jsonb values must be JSON text already.
+    """
     buffer = io.StringIO()
+    writer = csv.writer(buffer, quoting=csv.QUOTE_NONNUMERIC, lineterminator="\n")
     count = 0
     for row in rows:
-        buffer.write("\t".join(_copy_value(v) for v in row))
-        buffer.write("\n")
+        writer.writerow(row)
         count += 1
     buffer.seek(0)
     cur.copy_expert(
-        sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
             sql.SQL(table), sql.SQL(", ").join(map(_ident, columns))
         ),
         buffer,
     )
     return count
-
-
-def _copy_value(value: Any) -> str:
-    if value is None:
-        return r"\N"
-    if isinstance(value, datetime):
-        value = value.isoformat()
-    elif isinstance(value, (dict, list)):
-        value = json.dumps(value, ensure_ascii=False)
-    else:
-        value = str(value)
-    return (
-        value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-    )
 
 
 def quarantine_rows(cur, rows: Sequence[dict[str, Any]]) -> int:

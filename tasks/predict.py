@@ -7,6 +7,7 @@ retried task keeps the chunks already committed and a re-run converges to the sa
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,12 +28,14 @@ class PredictionStats:
 
 def prediction_rows(document_ids, probabilities: np.ndarray, labels, model_version, run_id,
                     logical_date):
+    """Rows for db.write_predictions; probabilities as JSON text, rounded to 6 decimals."""
     best = probabilities.argmax(axis=1)
-    for doc_id, row, top in zip(document_ids, probabilities, best):
+    rounded = np.round(probabilities, 6).tolist()
+    stamp = logical_date.isoformat() if logical_date else None
+    for doc_id, row, top in zip(document_ids, rounded, best):
         yield (
-            doc_id, model_version, labels[top], float(row[top]),
-            {label: round(float(p), 6) for label, p in zip(labels, row)},
-            run_id, logical_date,
+            doc_id, model_version, labels[top], row[top],
+            json.dumps(dict(zip(labels, row))), run_id, stamp,
         )
 
 
