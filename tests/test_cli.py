@@ -1,0 +1,61 @@
+"""The `textclf` command line, called in-process against the test database."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import register_tiny
+from tasks.cli import main
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_db_url_and_upgrade(settings, capsys):
+    assert run(capsys, "db-url") == (0, settings.database_url + "\n", "")
+    code, out, _ = run(capsys, "db", "upgrade")
+    assert code == 0 and "migration 0002" in out
+
+
+def test_import_reports_counts_and_where_rejects_went(settings, capsys, tmp_path):
+    path = tmp_path / "docs.csv"
+    path.write_text("id,text,created_at\n1,hello,2026-11-01\n2,,2026-11-01\n")
+    code, out, _ = run(capsys, "import", "documents", str(path))
+    assert code == 0
+    assert "2 data rows -> 1 loaded" in out and "1 quarantined" in out
+    assert "missing or empty text" in out and "textclf.quarantine" in out
+
+
+def test_bad_input_is_a_clear_error_not_a_traceback(settings, capsys, tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text("identifier,body\n1,hello\n")
+    code, _, err = run(capsys, "import", "labelled", str(path))
+    assert code == 2 and "required column(s) ['id', 'text', 'label']" in err
+    code, _, err = run(capsys, "predict", "--text", "hello")
+    assert code == 2 and "no champion yet" in err
+
+
+def test_registry_commands(settings, capsys, tiny_tfidf_dir):
+    v1 = register_tiny(settings, tiny_tfidf_dir, key="a")
+    v2 = register_tiny(settings, tiny_tfidf_dir, key="b")
+    assert run(capsys, "champion")[0] == 1  # no champion yet
+    assert run(capsys, "promote", str(v1), "--reason", "first", "--actor", "ops")[0] == 0
+    assert run(capsys, "promote", str(v2), "--reason", "better", "--actor", "ops")[0] == 0
+    code, out, _ = run(capsys, "champion")
+    assert code == 0 and f"model version {v2}" in out
+    code, out, _ = run(capsys, "rollback", "--actor", "ops")
+    assert code == 0 and f"model version {v1} is champion again" in out
+
+    code, out, _ = run(capsys, "models", "--json")
+    data = json.loads(out)
+    assert [m["version"] for m in data["models"]] == [v1, v2]
+    assert [m["is_champion"] for m in data["models"]] == [True, False]
+    assert [h["model_version"] for h in data["champion_history"]] == [v1, v2, v1]
+
+    code, out, _ = run(capsys, "predict", "--text", "love this wonderful day")
+    result = json.loads(out)
+    assert result["model_version"] == v1
+    assert result["predictions"][0]["label"] == "positive"
