@@ -1,0 +1,373 @@
+"""The real Airflow services (api-server, scheduler with LocalExecutor, dag-processor, triggerer)
+driving textclf_retrain the way an operator does: through the REST API the UI calls.
+
+One set of services per module, on a free port, with an Airflow metadata database of its own
+(``<test database>_airflow_system``, recreated per run). Every wait has a generous deadline and
+fails fast, with the task log and the tail of the service logs, as soon as a task fails or goes up
+for retry. Only the TF-IDF candidate trains (``dag_run_conf``), to keep it quick on a CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime, timedelta
+
+import psycopg2
+import pytest
+from psycopg2 import sql
+
+from conftest import TABLES, fetch, synthetic_corpus
+from tasks import db, registry
+from tasks.config import load_settings
+from tasks.importer import CsvOptions, Record, import_records
+from tasks.services import AirflowServices, free_port
+
+pytestmark = pytest.mark.slow
+
+DAG_ID = "textclf_retrain"
+FAST = {"candidates": ["tfidf"]}
+LABELLED_ROWS = 420  # over the last 7 days: 60 a day, three balanced, easily separable classes
+DOCUMENTS_PER_DAY = 20
+DAYS = 7
+RUN_TIMEOUT = 600  # seconds for one backfill (three runs) or one run; a run takes ~30 s
+FINISHED = {"success", "failed"}
+BAD_TASK_STATES = {"failed", "upstream_failed", "up_for_retry"}
+
+
+# --- fixtures ------------------------------------------------------------------------------
+
+
+def _recreate(url: str, name: str) -> None:
+    admin = psycopg2.connect(url.rsplit("/", 1)[0] + "/postgres")
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                    (name,))
+        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    admin.close()
+
+
+def _truncate(url: str) -> None:
+    conn = psycopg2.connect(url)
+    with conn, conn.cursor() as cur:
+        cur.execute(sql.SQL("TRUNCATE {} RESTART IDENTITY CASCADE").format(
+            sql.SQL(", ").join(sql.Identifier("textclf", t) for t in TABLES)))
+    conn.close()
+
+
+def _seed(settings, now: datetime) -> None:
+    """Labelled rows and documents spread evenly over the 7 days before today's midnight (UTC),
+    so every daily interval gets the same rows whatever the time of day."""
+    end = datetime.combine(now.date(), datetime.min.time(), UTC)
+    start = end - timedelta(days=DAYS)
+    span = end - start
+
+    def records(rows, column):
+        header = ["id", "text", "label", column]
+        return header, (
+            Record(n, dict(zip(header, [str(n), text, label,
+                                        (start + span * (n - 1) / len(rows)).isoformat()])))
+            for n, (text, label) in enumerate(rows, start=1)
+        )
+
+    labelled = synthetic_corpus(LABELLED_ROWS, seed=1)
+    documents = synthetic_corpus(DOCUMENTS_PER_DAY * DAYS, seed=2)
+    with db.connect(settings) as conn:
+        for kind, rows, column in (("labelled", labelled, "labelled_at"),
+                                   ("documents", documents, "created_at")):
+            header, recs = records(rows, column)
+            report = import_records(conn, settings, kind, header, recs, CsvOptions(),
+                                    source="system-test")
+            assert report.loaded == len(rows) and report.quarantined == 0, report.summary()
+
+
+@pytest.fixture(scope="module")
+def system(database_url, tmp_path_factory):
+    """Seeded project database + running Airflow services; always stopped at the end."""
+    from sqlalchemy.engine import make_url
+
+    _truncate(database_url)
+    airflow_db = f"{make_url(database_url).database}_airflow_system"
+    _recreate(database_url, airflow_db)
+    settings = load_settings(home=tmp_path_factory.mktemp("system") / "home",
+                             database_url=database_url)
+    now = datetime.now(UTC)
+    _seed(settings, now)
+
+    started = time.perf_counter()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TEXTCLF_AIRFLOW_DATABASE", airflow_db)
+        # Only backfills and explicit triggers create runs: with catchup=False the scheduler
+        # would otherwise add the latest nightly run as soon as the DAG is unpaused.
+        services = AirflowServices(
+            settings, free_port(), parallelism=4,
+            extra_env={"AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False"},
+        )
+        with services:
+            healthy = services.wait_healthy(timeout=300)
+            print(f"\nAirflow services healthy {healthy:.0f} s after start "
+                  f"({time.perf_counter() - started:.0f} s with preparation)")
+            response = services.api("PATCH", f"/api/v2/dags/{DAG_ID}", json={"is_paused": False})
+            assert response.status_code == 200, response.text
+            assert response.json()["is_paused"] is False
+            yield services, settings, now
+
+
+@pytest.fixture(scope="module")
+def first_backfill(system):
+    """Three daily intervals backfilled in order (max_active_runs=1, what the UI dialog sends)."""
+    services, settings, now = system
+    dates = backfill_dates(now)
+    started = time.perf_counter()
+    runs = backfill(services, dates, reprocess="none")
+    print(f"\nbackfill of {len(dates)} dates: {time.perf_counter() - started:.0f} s")
+    return dates, runs
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def backfill_dates(now: datetime) -> list[datetime]:
+    """Logical dates 5, 4 and 3 days back at 02:00: whole intervals, clear of the latest one."""
+    first = datetime.combine((now - timedelta(days=5)).date(), datetime.min.time(), UTC)
+    return [first + timedelta(days=d, hours=2) for d in range(3)]
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def backfill(services: AirflowServices, dates: list[datetime], reprocess: str) -> list[dict]:
+    body = {
+        "dag_id": DAG_ID, "from_date": iso(dates[0]), "to_date": iso(dates[-1]),
+        "dag_run_conf": FAST, "reprocess_behavior": reprocess, "max_active_runs": 1,
+    }
+    planned = services.api("POST", "/api/v2/backfills/dry_run", json=body)
+    assert planned.status_code == 200, planned.text
+    assert [b["logical_date"] for b in planned.json()["backfills"]] == [iso(d) for d in dates]
+    response = services.api("POST", "/api/v2/backfills", json=body)
+    assert response.status_code == 200, response.text
+    backfill_id = response.json()["id"]
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while True:
+        runs = dag_runs(services, dates)
+        fail_fast(services, runs, f"backfill {backfill_id}")
+        state = services.api("GET", f"/api/v2/backfills/{backfill_id}").json()
+        if state["completed_at"] and all(r["state"] in FINISHED for r in runs):
+            break
+        if time.monotonic() > deadline:
+            pytest.fail(f"backfill {backfill_id} not finished after {RUN_TIMEOUT} s; runs: "
+                        f"{[(r['dag_run_id'], r['state']) for r in runs]}\n{services.log_tails()}")
+        services.check_alive()
+        time.sleep(2)
+    assert [r["state"] for r in runs] == ["success"] * len(dates), diagnose(services, runs)
+    return runs
+
+
+def dag_runs(services: AirflowServices, dates: list[datetime] | None = None) -> list[dict]:
+    response = services.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns",
+                            params={"limit": 100, "order_by": "logical_date"})
+    assert response.status_code == 200, response.text
+    runs = response.json()["dag_runs"]
+    if dates is not None:
+        wanted = {iso(d) for d in dates}
+        runs = [r for r in runs if r["logical_date"] and
+                iso(datetime.fromisoformat(r["logical_date"])) in wanted]
+    return runs
+
+
+def task_instances(services: AirflowServices, run_id: str) -> list[dict]:
+    response = services.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")
+    assert response.status_code == 200, response.text
+    return response.json()["task_instances"]
+
+
+def task_log(services: AirflowServices, run_id: str, ti: dict, lines: int = 60) -> str:
+    response = services.api(
+        "GET",
+        f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{ti['task_id']}/logs/"
+        f"{max(ti['try_number'], 1)}",
+        params={"full_content": "true"}, headers={"Accept": "application/json"},
+    )
+    if response.status_code != 200:
+        return f"(log not available: {response.status_code} {response.text[:200]})"
+    text = []
+    for entry in response.json().get("content", []):
+        if not isinstance(entry, dict):
+            text.append(str(entry))
+            continue
+        text.append(f"{entry.get('level', '')} {entry.get('event', '')}".strip())
+        for error in entry.get("error_detail") or []:  # the structured traceback
+            text += [f"  {f['filename']}:{f['lineno']} in {f['name']}" for f in error["frames"]]
+            text.append(f"  {error['exc_type']}: {error['exc_value']}")
+    return "\n".join(text[-lines:])
+
+
+def diagnose(services: AirflowServices, runs: list[dict]) -> str:
+    parts = []
+    for run in runs:
+        tis = task_instances(services, run["dag_run_id"])
+        parts.append(f"run {run['dag_run_id']}: {run['state']}; tasks "
+                     + ", ".join(f"{t['task_id']}={t['state']}" for t in tis))
+        for ti in tis:
+            if ti["state"] in BAD_TASK_STATES:
+                parts.append(f"--- log of {ti['task_id']} (try {ti['try_number']}) ---\n"
+                             + task_log(services, run["dag_run_id"], ti))
+    return "\n".join(parts) + "\n" + services.log_tails()
+
+
+def fail_fast(services: AirflowServices, runs: list[dict], what: str) -> None:
+    """A failed task or one up for retry fails the test now, not after the DAG's retry delays."""
+    for run in runs:
+        if run["state"] == "failed" or (run["state"] == "running" and any(
+            t["state"] in BAD_TASK_STATES for t in task_instances(services, run["dag_run_id"])
+        )):
+            pytest.fail(f"{what}: a task failed\n{diagnose(services, runs)}")
+
+
+def wait_for_run(services: AirflowServices, run_id: str) -> dict:
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while True:
+        response = services.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")
+        assert response.status_code == 200, response.text
+        run = response.json()
+        fail_fast(services, [run], f"run {run_id}")
+        if run["state"] in FINISHED:
+            assert run["state"] == "success", diagnose(services, [run])
+            return run
+        if time.monotonic() > deadline:
+            pytest.fail(f"run {run_id} still {run['state']} after {RUN_TIMEOUT} s\n"
+                        f"{diagnose(services, [run])}")
+        services.check_alive()
+        time.sleep(2)
+
+
+def predictions(pg) -> list[tuple]:
+    return fetch(pg, """
+        SELECT document_id, model_version, label, confidence, run_id, logical_date, predicted_at
+        FROM textclf.predictions ORDER BY document_id, model_version""")
+
+
+def no_failure_events(pg) -> bool:
+    """The DAG's failure callback writes a task_failed event for every task that failed."""
+    return fetch(pg, "SELECT count(*) FROM textclf.pipeline_events "
+                     "WHERE event = 'task_failed'") == [(0,)]
+
+
+@pytest.fixture(scope="module")
+def pg(database_url):
+    conn = psycopg2.connect(database_url)
+    conn.autocommit = True
+    yield conn
+    conn.close()
+
+
+# --- tests ---------------------------------------------------------------------------------
+
+
+def test_backfill_runs_every_date_in_order_and_writes_its_rows(system, first_backfill, pg):
+    services, _, _ = system
+    dates, runs = first_backfill
+    assert [r["run_type"] for r in runs] == ["backfill"] * 3
+    assert all(r["conf"] == FAST for r in runs)
+    # max_active_runs=1: each run starts after the previous one ended (oldest first).
+    for earlier, later in zip(runs, runs[1:]):
+        assert earlier["end_date"] <= later["start_date"], (earlier, later)
+    for run in runs:
+        run_id = run["dag_run_id"]
+        states = {t["task_id"]: (t["state"], t["try_number"])
+                  for t in task_instances(services, run_id)}
+        assert states["train_tfidf"] == ("success", 1), states
+        assert states["train_bert"][0] == "skipped", states  # not a candidate in this conf
+        assert all(try_number == 1 for _, try_number in states.values()), f"retries: {states}"
+        [(status, new_rows)] = fetch(
+            pg, "SELECT status, new_rows FROM textclf.validation_runs WHERE run_id = %s", (run_id,))
+        assert status == "passed" and new_rows > 0, (run_id, status, new_rows)
+        assert fetch(pg, "SELECT count(*) FROM textclf.evaluations WHERE run_id = %s",
+                     (run_id,))[0][0] >= 1, run_id
+        assert fetch(pg, "SELECT count(*) FROM textclf.predictions WHERE run_id = %s",
+                     (run_id,))[0][0] > 0, run_id
+    # The first run made the first champion; the later ones (no better on separable data) kept it.
+    decisions = fetch(pg, "SELECT run_id, decision FROM textclf.promotion_decisions ORDER BY id")
+    assert decisions == [(runs[0]["dag_run_id"], "promoted")] + [
+        (r["dag_run_id"], "kept") for r in runs[1:]], decisions
+    assert no_failure_events(pg)
+
+
+def test_reprocessing_completed_dates_rewrites_nothing(system, first_backfill, pg):
+    services, _, _ = system
+    dates, runs = first_backfill
+    before = predictions(pg)
+    models_before = fetch(pg, "SELECT version, training_key FROM textclf.model_versions "
+                              "ORDER BY version")
+    assert before
+    started = time.perf_counter()
+    rerun = backfill(services, dates, reprocess="completed")
+    print(f"\nreprocessing backfill: {time.perf_counter() - started:.0f} s")
+    # Completed runs are cleared and run again under the same run ids, not duplicated.
+    assert [r["dag_run_id"] for r in rerun] == [r["dag_run_id"] for r in runs]
+    assert len(dag_runs(services, dates)) == len(dates)
+    for run in rerun:
+        tis = task_instances(services, run["dag_run_id"])
+        assert not [t for t in tis if t["state"] in BAD_TASK_STATES], tis
+        assert {t["task_id"]: t["try_number"] for t in tis}["extract"] == 2  # really ran again
+    after = predictions(pg)
+    assert len(after) == len(before)
+    assert {(d, v) for d, v, *_ in after} == {(d, v) for d, v, *_ in before}
+    assert after == before  # same labels, confidences, run ids, and not even re-stamped
+    # Same data, settings and code: training reused the registered versions.
+    assert fetch(pg, "SELECT version, training_key FROM textclf.model_versions "
+                     "ORDER BY version") == models_before
+    assert no_failure_events(pg)
+
+
+def test_trigger_with_params_takes_effect(system, first_backfill, pg):
+    services, settings, now = system
+    champion = registry.current_champion(settings)
+    assert champion is not None
+    # min_delta -1 makes any sound challenger qualify; dry_run must still keep the champion.
+    conf = {"candidates": ["tfidf"], "dry_run": True, "min_delta": -1}
+    response = services.api("POST", f"/api/v2/dags/{DAG_ID}/dagRuns",
+                            json={"logical_date": iso(now), "conf": conf})
+    assert response.status_code == 200, response.text
+    run_id = response.json()["dag_run_id"]
+    run = wait_for_run(services, run_id)
+    assert run["run_type"] == "manual" and run["conf"] == conf
+    states = {t["task_id"]: t["state"] for t in task_instances(services, run_id)}
+    assert states["train_tfidf"] == "success" and states["train_bert"] == "skipped", states
+    assert states["promote"] == "skipped", states  # not promoted
+    [(decision, before, after, reasons)] = fetch(pg, """
+        SELECT decision, champion_before, champion_after, reasons
+        FROM textclf.promotion_decisions WHERE run_id = %s""", (run_id,))
+    assert (decision, before, after) == ("kept", champion, champion)
+    assert reasons["action"] == "promote", reasons  # the policy (min_delta -1) would promote...
+    assert "dry run" in reasons["summary"], reasons  # ...but the dry run recorded, not promoted
+    [challenger] = [v for v in reasons["verdicts"] if v["qualifies"]]
+    [beats] = [r for r in challenger["rules"] if r["rule"] == "beats_champion"]
+    assert "must be > -1.0000" in beats["detail"], beats
+    assert registry.current_champion(settings) == champion
+    assert fetch(pg, "SELECT DISTINCT kind FROM textclf.model_versions WHERE run_id = %s",
+                 (run_id,)) == [("tfidf",)]
+
+
+@pytest.mark.parametrize("conf", [{"candidates": ["xgboost"]}, {"bert_epochs": 1000}],
+                         ids=["unknown-candidate", "epochs-above-maximum"])
+def test_invalid_params_are_refused_and_create_no_run(system, conf):
+    services, _, now = system
+    before = [r["dag_run_id"] for r in dag_runs(services)]
+    response = services.api("POST", f"/api/v2/dags/{DAG_ID}/dagRuns",
+                            json={"logical_date": iso(now), "conf": conf})
+    assert response.status_code == 400, response.text
+    param = next(iter(conf))
+    assert f"Invalid input for param {param}" in response.json()["detail"]
+    backfills_before = services.api("GET", "/api/v2/backfills", params={"dag_id": DAG_ID}).json()
+    response = services.api("POST", "/api/v2/backfills", json={
+        "dag_id": DAG_ID, "from_date": iso(now - timedelta(days=2)), "to_date": iso(now),
+        "dag_run_conf": conf, "max_active_runs": 1})
+    assert response.status_code == 422, response.text
+    assert f"Invalid input for param {param}" in json.dumps(response.json())
+    assert [r["dag_run_id"] for r in dag_runs(services)] == before
+    assert services.api("GET", "/api/v2/backfills",
+                        params={"dag_id": DAG_ID}).json() == backfills_before
