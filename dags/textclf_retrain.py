@@ -16,8 +16,10 @@ Every night at 02:00 UTC, for the data interval that just closed:
 
 Predictions are tasks of this DAG rather than a separate asset-triggered DAG: what a run
 writes is a function of (the interval's documents, the champion decided in that same run), so
-with `max_active_runs=1` backfills stay ordered and re-running a date rewrites exactly its own
-rows. Downstream DAGs can still schedule on the `textclf_predictions` asset.
+re-running a date rewrites exactly its own rows. Downstream DAGs can still schedule on the
+`textclf_predictions` asset. Backfills should run one date at a time (the UI's default; pass
+`"max_active_runs": 1` to the REST API): if runs do overlap, `promote` notices that another run
+changed the champion since its evaluation and judges its candidates again.
 
 A skipped task is not an error: its log says why (no new rows, validation failed, champion
 kept, candidate disabled). Trigger a run with the form to change candidates, the BERT budget,
@@ -208,10 +210,11 @@ def record_failure(context) -> None:
 )
 def textclf_retrain():
     @task(doc_md="Stream the interval's training snapshot from PostgreSQL into Parquet.")
-    def extract(*, run_id=None, data_interval_start=None, data_interval_end=None):
+    def extract(*, run_id=None, data_interval_start=None, data_interval_end=None, dag_run=None):
         from tasks.pipeline import extract_step
 
-        return extract_step(_settings(), run_id, data_interval_start, data_interval_end)
+        return extract_step(_settings(), run_id, data_interval_start, data_interval_end,
+                            run_after=dag_run.run_after)
 
     @task(doc_md="Great Expectations gate; quarantines bad rows, records the run.")
     def validate(snapshot: dict, *, run_id=None, logical_date=None):
@@ -276,15 +279,14 @@ def textclf_retrain():
         trigger_rule=TriggerRule.NONE_FAILED,
         doc_md="Champion scores new documents (all of them after a promotion).",
     )
-    def predict(promotion, *, run_id=None, logical_date=None, data_interval_start=None,
-                data_interval_end=None, params=None):
+    def predict(validation: dict, promotion, *, run_id=None, logical_date=None, params=None):
         from airflow.sdk.exceptions import AirflowSkipException
 
         from tasks.pipeline import predict_step
 
         result = _run(
-            predict_step, _settings(), run_id, logical_date, data_interval_start,
-            data_interval_end, champion_changed=bool(promotion and promotion.get("promoted")),
+            predict_step, _settings(), run_id, logical_date, validation,
+            champion_changed=bool(promotion and promotion.get("promoted")),
             rescore_all=bool(params.get("rescore_all")),
         )
         if result["rows_written"] == 0:
@@ -300,7 +302,7 @@ def textclf_retrain():
         validation, train_tfidf(validation), train_bert(validation),
         register_pretrained(validation),
     )
-    predict(promote(validation, evaluation))
+    predict(validation, promote(validation, evaluation))
 
 
 textclf_retrain()

@@ -30,7 +30,22 @@ class Skip(Exception):
 # --- extract + validate ----------------------------------------------------------------
 
 
-def extract_step(settings: Settings, run_id: str, start: datetime, end: datetime) -> dict:
+def extract_step(
+    settings: Settings,
+    run_id: str,
+    start: datetime | None,
+    end: datetime | None,
+    run_after: datetime | None = None,
+) -> dict:
+    if start is None or end is None:
+        # A manual run triggered without a logical date has no data interval: take the last
+        # complete nightly interval before it was triggered, as a scheduled run would.
+        from tasks.airflow_env import manual_run_interval
+
+        if run_after is None:
+            raise ValueError("a run needs a data interval or a run_after time")
+        start, end = manual_run_interval(run_after.date())
+        log.info("run without a data interval: using [%s, %s)", start, end)
     snapshot = extract_snapshot(settings, start, end, settings.run_dir(run_id) / "snapshot.parquet")
     log.info(
         "snapshot: %d rows (%d new in [%s, %s)), splits %s",
@@ -122,6 +137,8 @@ def validate_step(
         "quarantined_rows": len(outcome.quarantined_ids),
         "fingerprint": snap.fingerprint,
         "data_docs": str(outcome.data_docs_path) if outcome.data_docs_path else None,
+        "interval_start": snap.interval_start.isoformat(),
+        "interval_end": snap.interval_end.isoformat(),
     }
 
 
@@ -357,6 +374,14 @@ def promote_step(
     from tasks.evaluate import EvaluationReport
     from tasks.policy import Candidate, decide
 
+    if registry.current_champion(settings) != evaluation["champion"]:
+        # Another run (e.g. a parallel backfill run) promoted since this run's evaluation:
+        # judge the candidates against the champion in place now, on the same test rows.
+        log.warning("champion changed since evaluation (was %s): evaluating again",
+                    evaluation["champion"])
+        candidates = [{"version": v} for v in evaluation["versions"].values()
+                      if v != evaluation["champion"]]
+        evaluation = evaluate_step(settings, run_id, validation, candidates)
     report = EvaluationReport.from_dict(json.loads(Path(evaluation["evaluation_path"]).read_text()))
     policy = settings.promotion if min_delta is None else replace(settings.promotion, min_delta=min_delta)
     champion = evaluation["champion"]
@@ -390,14 +415,16 @@ def predict_step(
     settings: Settings,
     run_id: str,
     logical_date: datetime | None,
-    start: datetime,
-    end: datetime,
+    validation: dict,
     *,
     champion_changed: bool,
     rescore_all: bool = False,
 ) -> dict:
     """Score the interval's new documents with the champion; everything when it changed."""
     from tasks.predict import predict_documents
+
+    start = datetime.fromisoformat(validation["interval_start"])
+    end = datetime.fromisoformat(validation["interval_end"])
 
     champion = registry.current_champion(settings)
     if champion is None:

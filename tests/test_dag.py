@@ -38,7 +38,7 @@ def test_dagbag_imports_without_errors(dagbag):
     for t in dag.tasks:
         assert t.execution_timeout is not None, t.task_id
         assert t.retries >= 1, t.task_id
-    assert dag.get_task("predict").upstream_task_ids == {"promote"}
+    assert dag.get_task("predict").upstream_task_ids == {"promote", "validate"}
     assert "frozen test rows" in dag.doc_md
 
 
