@@ -8,7 +8,7 @@ import json
 import logging
 import os
 import sys
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -159,7 +159,7 @@ def cmd_models(args) -> int:
         _print_json({"models": models, "champion_history": history})
         return 0
     print_leaderboard(models)
-    print()
+    print("\nchampion history:")
     print_history(history)
     return 0
 
@@ -173,7 +173,6 @@ def print_leaderboard(models) -> None:
 
 
 def print_history(history) -> None:
-    print("champion history:")
     for h in history:
         until = h["valid_to"].strftime("%Y-%m-%d %H:%M:%S") if h["valid_to"] else "now"
         print(f"  v{h['model_version']} ({h['kind']}) {h['valid_from']:%Y-%m-%d %H:%M:%S} -> "

@@ -646,7 +646,20 @@ def iter_documents(
 
 
 def write_predictions(cur, rows: Sequence[Sequence[Any]]) -> int:
-    """COPY into a staging table, then UPSERT on (document_id, model_version)."""
+    """Write one chunk; returns the rows inserted or changed.
+
+    New rows (the nightly case) go straight in with COPY. If any row of the chunk exists
+    already (a retry, a re-run, a backfill), the COPY is rolled back to a savepoint and the
+    chunk goes through a staging table and an UPSERT that leaves identical rows untouched.
+    """
+    cur.execute("SAVEPOINT textclf_predictions_copy")
+    try:
+        copy_rows(cur, "textclf.predictions", PREDICTION_COLUMNS, rows)
+    except psycopg2.errors.UniqueViolation:
+        cur.execute("ROLLBACK TO SAVEPOINT textclf_predictions_copy")
+    else:
+        cur.execute("RELEASE SAVEPOINT textclf_predictions_copy")
+        return len(rows)
     cur.execute(
         """
         CREATE TEMP TABLE IF NOT EXISTS prediction_staging
