@@ -123,7 +123,7 @@ def _run_steps_for_date(settings, day: date, kinds: list[str], options: dict):
 
 
 def cmd_train(args) -> int:
-    options = {"max_train_rows": args.max_train_rows}
+    options = {"max_train_rows": args.max_train_rows, "progress": sys.stderr.isatty()}
     if args.epochs:
         options["bert"] = {"epochs": args.epochs}
     _run_steps_for_date(_settings(args), args.date, [args.kind], options)
@@ -136,7 +136,8 @@ def cmd_evaluate(args) -> int:
 
     settings = _settings(args)
     run_id, validation, candidates = _run_steps_for_date(
-        settings, args.date, list(settings.candidates), {"max_train_rows": args.max_train_rows}
+        settings, args.date, list(settings.candidates),
+        {"max_train_rows": args.max_train_rows, "progress": sys.stderr.isatty()},
     )
     result = evaluate_step(settings, run_id, validation, candidates,
                            {"learning_curve": args.learning_curve})

@@ -217,6 +217,7 @@ def train_step(
             val["text"].tolist(), val["label"].tolist(), labels, cfg,
             output_dir=staged,
             checkpoint_dir=settings.home / "checkpoints" / settings.run_dir(run_id).name / "bert",
+            progress=bool(options.get("progress")),
         )
         params = asdict(cfg)
         metrics = {"val_macro_f1": result.best_val_macro_f1, "global_step": result.global_step,
@@ -292,7 +293,10 @@ def evaluate_step(
                 "metrics": evaluation,
                 "comparison": comparisons[name].to_dict() if name in comparisons else None,
             })
-    curve = _learning_curve(settings, validation, options) if options.get("learning_curve") else None
+    curve = (
+        _learning_curve(settings, run_id, validation, options)
+        if options.get("learning_curve") else None
+    )
     run_dir = settings.run_dir(run_id)
     (run_dir / "evaluation.json").write_text(json.dumps(report.to_dict()))
     page = write_report(
@@ -323,7 +327,7 @@ def _test_fingerprint(test) -> str:
     return digest.hexdigest()
 
 
-def _learning_curve(settings: Settings, validation: dict, options: dict):
+def _learning_curve(settings: Settings, run_id: str, validation: dict, options: dict):
     """TF-IDF vs BERT at several training-set fractions, on this run's own data."""
     from tasks.evaluate import evaluate_model
     from tasks.report import learning_curve
@@ -331,7 +335,7 @@ def _learning_curve(settings: Settings, validation: dict, options: dict):
     train, val, test = _splits(validation["clean_path"])
     labels = validation["labels"]
     kinds = [k for k in ("tfidf", "bert") if k in options.get("candidates", settings.candidates)]
-    scratch = settings.home / "scratch" / "learning_curve"
+    scratch = settings.run_dir(run_id) / "learning_curve"
 
     def train_and_score(kind: str, fraction: float):
         subset = train.sample(frac=fraction, random_state=0) if fraction < 1 else train
