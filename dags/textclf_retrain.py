@@ -190,6 +190,22 @@ def record_failure(context) -> None:
     record(_settings(), context["run_id"], ti.task_id, message)
 
 
+def _failure_callbacks() -> list:
+    """Always record the failure; also e-mail it when TEXTCLF_FAILURE_EMAIL is set (uses the
+    `smtp_default` connection)."""
+    import os
+
+    callbacks = [record_failure]
+    if os.environ.get("TEXTCLF_FAILURE_EMAIL"):
+        from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+        callbacks.append(SmtpNotifier(
+            to=os.environ["TEXTCLF_FAILURE_EMAIL"],
+            subject="[textclf] {{ ti.dag_id }}.{{ ti.task_id }} failed for {{ run_id }}",
+        ))
+    return callbacks
+
+
 @dag(
     dag_id="textclf_retrain",
     schedule=CronDataIntervalTimetable("0 2 * * *", timezone="UTC"),
@@ -205,7 +221,7 @@ def record_failure(context) -> None:
         "retry_exponential_backoff": 2.0,
         "max_retry_delay": timedelta(minutes=20),
         "execution_timeout": timedelta(minutes=30),
-        "on_failure_callback": record_failure,
+        "on_failure_callback": _failure_callbacks(),
     },
 )
 def textclf_retrain():

@@ -59,6 +59,16 @@ def test_params_carry_titles_sections_and_validation(dagbag):
     params["candidates"] = ["tfidf"]  # a valid value is accepted
 
 
+def test_failures_are_recorded_and_can_be_mailed(monkeypatch):
+    import runpy
+
+    monkeypatch.setenv("TEXTCLF_FAILURE_EMAIL", "ml-oncall@example.com")
+    module = runpy.run_path(str(DAG_FILE))
+    callbacks = module["_failure_callbacks"]()
+    assert callbacks[0] is module["record_failure"]
+    assert type(callbacks[1]).__name__ == "SmtpNotifier" and callbacks[1].to == "ml-oncall@example.com"
+
+
 def test_dag_file_parses_without_heavy_imports():
     heavy = ["torch", "transformers", "pandas", "sklearn", "great_expectations", "tasks.train_bert"]
     code = (
