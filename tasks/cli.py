@@ -70,6 +70,7 @@ def cmd_import(args) -> int:
         delimiter=args.delimiter,
         timestamp_format=args.timestamp_format,
         max_text_length=args.max_text_length,
+        weight_column=args.weight_column,
     )
     report = import_csv(_settings(args), args.kind, args.file, options, progress=True)
     print(report.summary())
@@ -261,6 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--encoding", default="utf-8")
     imp.add_argument("--delimiter", default=",")
     imp.add_argument("--max-text-length", type=int, default=None)
+    imp.add_argument("--weight-column", default=None,
+                     help="labelled: trust in each label (e.g. annotator confidence), >= 0")
     imp.set_defaults(func=cmd_import)
 
     sub.add_parser("demo-data", help="load the demo tweets (idempotent)").set_defaults(

@@ -43,6 +43,7 @@ class SourceTable:
     text_column: str = "text"
     timestamp_column: str = "labelled_at"
     label_column: str | None = "label"
+    weight_column: str | None = None  # optional trust in each label, e.g. annotator confidence
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -80,7 +81,7 @@ class Settings:
     home: Path
     database_url: str | None = None
     labelled_source: SourceTable = field(
-        default_factory=lambda: SourceTable(SCHEMA, "labelled_texts")
+        default_factory=lambda: SourceTable(SCHEMA, "labelled_texts", weight_column="weight")
     )
     documents_source: SourceTable = field(
         default_factory=lambda: SourceTable(

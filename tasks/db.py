@@ -159,7 +159,7 @@ def _table(source: SourceTable) -> sql.Composed:
 
 # --- import ----------------------------------------------------------------------------
 
-STAGING_COLUMNS = ("line_no", "id", "text", "label", "ts", "ts_defaulted")
+STAGING_COLUMNS = ("line_no", "id", "text", "label", "ts", "ts_defaulted", "weight")
 
 
 def create_import_staging(cur) -> None:
@@ -171,7 +171,8 @@ def create_import_staging(cur) -> None:
             text text NOT NULL,
             label text,
             ts timestamptz NOT NULL,
-            ts_defaulted boolean NOT NULL
+            ts_defaulted boolean NOT NULL,
+            weight double precision
         ) ON COMMIT DROP
         """
     )
@@ -180,8 +181,8 @@ def create_import_staging(cur) -> None:
 def copy_rows(cur, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
     """COPY rows into ``table`` in CSV form, serialised by the C csv writer.
 
-    Strings are quoted and numbers are not (QUOTE_NONNUMERIC), so None (an unquoted empty
-    field) arrives as NULL and '' as an empty string. jsonb values must be JSON text already.
+    None and '' both arrive as NULL (FORCE_NULL): textclf never stores empty strings, empty
+    texts and labels are rejected before they get here. jsonb values must be JSON text.
     """
     buffer = io.StringIO()
     writer = csv.writer(buffer, quoting=csv.QUOTE_NONNUMERIC, lineterminator="\n")
@@ -191,8 +192,10 @@ def copy_rows(cur, table: str, columns: Sequence[str], rows: Iterable[Sequence[A
         count += 1
     buffer.seek(0)
     cur.copy_expert(
-        sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
-            sql.SQL(table), sql.SQL(", ").join(map(_ident, columns))
+        sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv, FORCE_NULL ({}))").format(
+            sql.SQL(table),
+            sql.SQL(", ").join(map(_ident, columns)),
+            sql.SQL(", ").join(map(_ident, columns)),
         ),
         buffer,
     )
@@ -274,6 +277,9 @@ def merge_staged_rows(cur, target: SourceTable) -> dict[str, int]:
     if target.label_column:
         columns.insert(2, target.label_column)
         staged.insert(2, sql.SQL("label"))
+    if target.weight_column:
+        columns.append(target.weight_column)
+        staged.append(sql.SQL("weight"))
     updates = [c for c in columns if c != target.id_column]
     query = sql.SQL(
         """
@@ -340,7 +346,7 @@ def iter_labelled_rows(
         conditions.append(sql.SQL("{} >= %(start)s").format(_ident(source.timestamp_column)))
     query = sql.SQL(
         """
-        SELECT s.{id}::text, s.{text}, s.{label}::text, s.{ts}
+        SELECT s.{id}::text, s.{text}, s.{label}::text, s.{ts}, {weight}
         FROM {table} s
         WHERE {where}
           AND NOT EXISTS (
@@ -354,6 +360,10 @@ def iter_labelled_rows(
         text=_ident(source.text_column),
         label=_ident(source.label_column or "label"),
         ts=_ident(source.timestamp_column),
+        weight=(
+            sql.SQL("s.{}::float8").format(_ident(source.weight_column))
+            if source.weight_column else sql.SQL("NULL::float8")
+        ),
         table=_table(source),
         where=sql.SQL(" AND ").join(conditions),
     )

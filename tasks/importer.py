@@ -41,6 +41,7 @@ class CsvOptions:
     encoding: str = "utf-8"
     delimiter: str = ","
     timestamp_format: str | None = None  # strptime format; default ISO 8601
+    weight_column: str | None = None  # labelled only: trust in the label, a number >= 0
     max_text_length: int | None = None  # default: settings.validation.max_text_length
 
 
@@ -154,6 +155,15 @@ def parse_timestamp(value: str, fmt: str | None) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def parse_weight(value: str) -> float | None:
+    """A finite number >= 0, else None."""
+    try:
+        weight = float(value)
+    except ValueError:
+        return None
+    return weight if 0 <= weight < float("inf") else None
+
+
 class RecordChecker:
     """Turns a raw record into a staging row, or into the reason it cannot be loaded."""
 
@@ -172,6 +182,13 @@ class RecordChecker:
             required.append(options.label_column)
         if options.timestamp_column and not self.has_timestamp:
             required.append(options.timestamp_column)
+        if options.weight_column:
+            if kind != "labelled" or not target.weight_column:
+                raise ImportError_(
+                    f"--weight-column needs labelled texts and a target table with a weight "
+                    f"column ({target.qualified_name} has none configured)"
+                )
+            required.append(options.weight_column)
         missing = [c for c in required if c not in header]
         if missing:
             raise ImportError_(f"required column(s) {missing} not in the header {header}")
@@ -217,15 +234,24 @@ class RecordChecker:
             if not label:
                 return None, Problem(self.options.label_column, "missing label", "missing label")
         ts_raw = (values.get(self.timestamp_column) or "").strip() if self.has_timestamp else ""
+        weight = None
+        weight_raw = (values.get(self.options.weight_column or "") or "").strip()
+        if weight_raw:
+            weight = parse_weight(weight_raw)
+            if weight is None:
+                return None, Problem(
+                    self.options.weight_column, "invalid weight",
+                    f"weight {weight_raw!r} is not a number >= 0",
+                )
         if not ts_raw:
-            return (record.line_no, row_id, text, label, self.now, True), None
+            return (record.line_no, row_id, text, label, self.now, True, weight), None
         try:
             ts = parse_timestamp(ts_raw, self.options.timestamp_format)
         except ValueError:
             return None, Problem(
                 self.timestamp_column, "unparseable timestamp", f"unparseable timestamp {ts_raw!r}"
             )
-        return (record.line_no, row_id, text, label, ts, False), None
+        return (record.line_no, row_id, text, label, ts, False, weight), None
 
 
 def import_csv(

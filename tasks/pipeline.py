@@ -203,6 +203,7 @@ def train_step(
             train["text"].tolist(), train["label"].tolist(),
             val["text"].tolist(), val["label"].tolist(), labels,
             TfidfConfig.from_dict(requested["config"]),
+            train_weights=train["weight"].fillna(1.0).tolist(),
         )
         model.save(staged)
         params, metrics = result.params, {"val_macro_f1": result.val_macro_f1}
@@ -345,7 +346,8 @@ def _learning_curve(settings: Settings, run_id: str, validation: dict, options: 
 
             model, _ = train_tfidf(subset["text"].tolist(), subset["label"].tolist(),
                                    val["text"].tolist(), val["label"].tolist(), labels,
-                                   TfidfConfig.from_dict(settings.tfidf))
+                                   TfidfConfig.from_dict(settings.tfidf),
+                                   train_weights=subset["weight"].fillna(1.0).tolist())
         else:
             from tasks.train_bert import BertClassifier, BertConfig, fine_tune
 

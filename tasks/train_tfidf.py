@@ -55,6 +55,11 @@ class TfidfConfig:
     class_weight: str | None = field(
         default="balanced", metadata={"help": "'balanced' (helps macro-F1 on skewed labels) or None"}
     )
+    weight_powers: Sequence[float] = field(
+        default=(0.0, 1.0, 2.0),
+        metadata={"help": "row weights (e.g. annotator confidence) enter as weight**power; "
+                  "0 ignores them. Chosen on the validation split like C."},
+    )
     time_budget_seconds: float = field(
         default=120.0, metadata={"help": "stop the search after this long (best so far wins)"}
     )
@@ -136,12 +141,15 @@ def train_tfidf(
     val_labels: Sequence[str],
     labels: Sequence[str],
     cfg: TfidfConfig = TfidfConfig(),
+    train_weights: Sequence[float] | None = None,
 ) -> tuple[TfidfClassifier, TfidfTrainResult]:
     """Grid over features and C scored by validation macro-F1 within a time budget, then the
     winner refitted with probability calibration."""
     started = time.perf_counter()
     best = None
     tried = 0
+    weights = None if train_weights is None else np.asarray(train_weights, dtype=float)
+    powers = cfg.weight_powers if weights is not None and np.ptp(weights) > 0 else (0.0,)
     feature_grid = itertools.product(
         cfg.word_ngram_ranges, cfg.char_ngram_ranges, cfg.min_df_values
     )
@@ -149,15 +157,15 @@ def train_tfidf(
         features = build_features(word_ngrams, char_ngrams, min_df)
         x_train = features.fit_transform(train_texts)
         x_val = features.transform(val_texts)
-        for c in cfg.c_values:
+        for c, power in itertools.product(cfg.c_values, powers):
             clf = LinearSVC(
                 C=c, max_iter=cfg.max_iter, class_weight=cfg.class_weight, random_state=cfg.seed
             )
-            clf.fit(x_train, train_labels)
+            clf.fit(x_train, train_labels, sample_weight=None if power == 0 else weights**power)
             score = f1_score(val_labels, clf.predict(x_val), average="macro", zero_division=0)
             tried += 1
             params = {"C": c, "word_ngrams": list(word_ngrams), "char_ngrams": list(char_ngrams),
-                      "min_df": min_df, "class_weight": cfg.class_weight}
+                      "min_df": min_df, "class_weight": cfg.class_weight, "weight_power": power}
             if best is None or score > best[0]:
                 best = (score, params, features, clf, x_val)
             if time.perf_counter() - started > cfg.time_budget_seconds:

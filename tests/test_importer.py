@@ -136,3 +136,15 @@ def test_config_file_points_at_a_users_own_table(tmp_path, monkeypatch):
     config.write_text('[labelled_source]\ntable = "bad-name"\n')
     with pytest.raises(ConfigError, match="bad-name"):
         load_settings()
+
+
+def test_label_weights_are_loaded_and_bad_ones_quarantined(settings, pg, tmp_path):
+    path = write(tmp_path, b"id,text,label,confidence\n1,a,x,0.75\n2,b,y,\n3,c,x,high\n4,d,y,-1\n")
+    report = import_csv(settings, "labelled", path, CsvOptions(weight_column="confidence"))
+    assert (report.loaded, report.quarantined) == (2, 2)
+    assert fetch(pg, "SELECT id, weight FROM textclf.labelled_texts ORDER BY id") == [
+        (1, 0.75), (2, None)]
+    reasons = [r[0] for r in fetch(pg, "SELECT reason FROM textclf.quarantine ORDER BY source_row")]
+    assert reasons == ["weight 'high' is not a number >= 0", "weight '-1' is not a number >= 0"]
+    with pytest.raises(ImportError_, match="weight-column needs labelled texts"):
+        import_csv(settings, "documents", path, CsvOptions(weight_column="confidence"))
