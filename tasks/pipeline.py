@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import resource
 import time
 from dataclasses import asdict
@@ -99,7 +100,10 @@ def validate_step(
     source = settings.labelled_source.qualified_name
     quarantined_frame = frame[frame["id"].isin(outcome.quarantined_ids)]
     raw_by_id = {
-        row["id"]: json.loads(json.dumps(row, default=str))
+        row["id"]: json.loads(json.dumps(
+            {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()},
+            default=str,
+        ))
         for row in quarantined_frame.to_dict("records")
     }
     with db.connect(settings) as conn, conn, conn.cursor() as cur:
