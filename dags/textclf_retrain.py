@@ -72,6 +72,16 @@ PARAMS = {
         "Empty = the configured default.",
         section="Training",
     ),
+    "bert_learning_rate": Param(
+        None,
+        type=["null", "number"],
+        exclusiveMinimum=0,
+        maximum=0.01,
+        title="BERT peak learning rate",
+        description="Small budgets learn faster with a higher rate (2e-4 for a 2,000-row CPU "
+        "run). Empty = the configured default (5e-5).",
+        section="Training",
+    ),
     "bert_max_length": Param(
         None,
         type=["null", "integer"],
@@ -170,6 +180,8 @@ def _training_options(params) -> dict:
         bert["max_train_rows"] = int(params["bert_max_train_rows"])
     if params.get("bert_max_length"):
         bert["max_length"] = int(params["bert_max_length"])
+    if params.get("bert_learning_rate"):
+        bert["learning_rate"] = float(params["bert_learning_rate"])
     return {
         "candidates": list(params["candidates"]),
         "max_train_rows": params.get("max_train_rows"),
