@@ -9,32 +9,11 @@ import pytest
 
 from tasks.evaluate import EvaluationReport, evaluate_all
 from tasks.report import LearningCurvePoint, learning_curve, write_report
+from test_evaluate import KeywordModel
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 NASTY_LABEL = "<script>alert(1)</script>"
 MATHTEXT_LABEL = "cost $a^$"  # unbalanced mathtext: matplotlib raises unless "$" is escaped
-
-
-class KeywordModel:
-    """Puts `confidence` on the first of its labels that appears as a word in the text."""
-
-    kind = "keyword"
-
-    def __init__(self, labels, confidence=0.8):
-        self.labels = list(labels)
-        self.confidence = confidence
-
-    def predict_proba(self, texts):
-        n_labels = len(self.labels)
-        out = np.full((len(texts), n_labels), 1.0 / n_labels)
-        for row, text in enumerate(texts):
-            words = text.split(" ")
-            for column, label in enumerate(self.labels):
-                if label in words:
-                    out[row] = (1.0 - self.confidence) / (n_labels - 1)
-                    out[row, column] = self.confidence
-                    break
-        return out
 
 
 def make_report(labels, champion="champion <b>", n_rows=120, seed=0):
