@@ -31,9 +31,9 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback  # noqa: E402
 
+from tasks.candidates.bert import BertConfig  # noqa: E402
 from tasks.train_bert import (  # noqa: E402
     BertClassifier,
-    BertConfig,
     encode_texts,
     fine_tune,
     resolve_checkpoint,

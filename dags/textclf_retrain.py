@@ -7,7 +7,8 @@ Every night at 02:00 UTC, for the data interval that just closed:
    the interval; snapshot = everything labelled before its end; frozen hash-based splits);
 2. **validate** it with Great Expectations: bad rows go to `textclf.quarantine` with the
    expectation that rejected them; batch-level failures skip training with the reason;
-3. **train** the TF-IDF baseline and **fine-tune BERT** (queue `gpu`, pool `gpu`) in parallel;
+3. **train** one task per candidate kind (`tasks.candidates.KINDS`), in parallel: the TF-IDF
+   baseline, **BERT fine-tuning** (queue `gpu`, pool `gpu`), a pre-trained checkpoint;
 4. **evaluate** every candidate and the current champion on the same frozen test rows
    (paired-bootstrap interval, McNemar), with an HTML study report;
 5. **promote** the winner under the promotion policy (every reason is stored);
@@ -28,30 +29,33 @@ the promotion margin, or to evaluate without promoting.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import Asset, CronDataIntervalTimetable, Metadata, Param, TriggerRule, dag, task
+
+from tasks.candidates import KINDS
 
 CHAMPION = Asset("textclf_champion", uri="textclf://registry/champion")
 PREDICTIONS = Asset("textclf_predictions", uri="postgres://textclf-db:5432/textclf/textclf/predictions")
 
 PARAMS = {
     "candidates": Param(
-        ["tfidf", "bert"],
-        type="array",
-        items={"type": "string", "enum": ["tfidf", "bert", "pretrained"]},
+        None,
+        type=["null", "array"],
+        items={"type": "string", "enum": list(KINDS)},
         uniqueItems=True,
         minItems=1,
         title="Candidates",
-        description="Which candidate kinds to train and evaluate in this run.",
+        description="Which candidate kinds to train and evaluate in this run; empty = the "
+        f"configured ones (textclf.toml `candidates`). Kinds: {', '.join(KINDS)}.",
         section="Training",
     ),
     "bert_checkpoint": Param(
-        "",
-        type="string",
+        None,
+        type=["null", "string"],
         title="BERT checkpoint",
-        description="Local directory or hub id to fine-tune; empty = the packaged MiniLM "
-        "(or the configured one).",
+        description="Local directory or hub id to fine-tune; empty = the configured one "
+        "(default: the packaged MiniLM).",
         section="Training",
     ),
     "bert_epochs": Param(
@@ -68,8 +72,8 @@ PARAMS = {
         type=["null", "integer"],
         minimum=10,
         title="BERT max training rows",
-        description="Fine-tune BERT on at most this many (newest) rows: the CPU budget knob. "
-        "Empty = the configured default.",
+        description="Fine-tune BERT on the newest this many training rows: the CPU budget "
+        "knob. Empty = the configured default.",
         section="Training",
     ),
     "bert_learning_rate": Param(
@@ -96,7 +100,8 @@ PARAMS = {
         type=["null", "integer"],
         minimum=10,
         title="Max training rows",
-        description="Train on at most this many (newest) rows; empty = the configured budget.",
+        description="Train every candidate on the newest this many training rows (by "
+        "labelled_at); empty = as configured.",
         section="Training",
     ),
     "learning_curve": Param(
@@ -135,34 +140,17 @@ PARAMS = {
 
 
 def _settings():
-    """Project settings; the `textclf_db` Airflow connection is used when no URL is set."""
-    import os
+    """Project settings with the database of the `textclf_db` Airflow connection."""
+    from textclf_airflow import textclf_settings
 
-    from tasks.config import load_settings
-
-    if os.environ.get("TEXTCLF_DATABASE_URL"):
-        return load_settings()
-    from airflow.sdk import Connection
-    from airflow.sdk.exceptions import AirflowNotFoundException
-
-    from tasks.db import connection_fields_to_url
-
-    try:
-        conn = Connection.get("textclf_db")
-    except AirflowNotFoundException:
-        return load_settings()
-    return load_settings(
-        database_url=connection_fields_to_url(
-            conn.host, conn.port, conn.login, conn.password, conn.schema
-        )
-    )
+    return textclf_settings()
 
 
 def _run(step, *args, **kwargs):
     """Call a tasks.pipeline step; its Skip becomes a skipped task with the reason logged."""
     from airflow.sdk.exceptions import AirflowSkipException
 
-    from tasks.pipeline import Skip
+    from tasks.errors import Skip
 
     try:
         return step(*args, **kwargs)
@@ -170,24 +158,10 @@ def _run(step, *args, **kwargs):
         raise AirflowSkipException(str(reason)) from None
 
 
-def _training_options(params) -> dict:
-    bert = {}
-    if params.get("bert_checkpoint"):
-        bert["checkpoint"] = params["bert_checkpoint"]
-    if params.get("bert_epochs"):
-        bert["epochs"] = float(params["bert_epochs"])
-    if params.get("bert_max_train_rows"):
-        bert["max_train_rows"] = int(params["bert_max_train_rows"])
-    if params.get("bert_max_length"):
-        bert["max_length"] = int(params["bert_max_length"])
-    if params.get("bert_learning_rate"):
-        bert["learning_rate"] = float(params["bert_learning_rate"])
-    return {
-        "candidates": list(params["candidates"]),
-        "max_train_rows": params.get("max_train_rows"),
-        "learning_curve": bool(params.get("learning_curve")),
-        "bert": bert,
-    }
+def _options(params):
+    from tasks.pipeline import RunOptions
+
+    return RunOptions.from_params(dict(params))
 
 
 def record_failure(context) -> None:
@@ -221,7 +195,7 @@ def _failure_callbacks() -> list:
 @dag(
     dag_id="textclf_retrain",
     schedule=CronDataIntervalTimetable("0 2 * * *", timezone="UTC"),
-    start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
+    start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
     params=PARAMS,
@@ -250,41 +224,21 @@ def textclf_retrain():
 
         return validate_step(_settings(), run_id, logical_date, snapshot)
 
-    @task(doc_md="TF-IDF + linear SVM baseline, tuned on the validation split.")
-    def train_tfidf(validation: dict, *, run_id=None, logical_date=None, params=None):
+    @task
+    def train(validation: dict, kind: str, *, run_id=None, logical_date=None, params=None):
         from tasks.pipeline import train_step
 
-        return _run(train_step, _settings(), "tfidf", run_id, logical_date, validation,
-                    _training_options(params))
-
-    @task(
-        queue="gpu",
-        pool="gpu",
-        execution_timeout=timedelta(hours=6),
-        doc_md="Fine-tune BERT; checkpoints under $TEXTCLF_HOME so a retry resumes.",
-    )
-    def train_bert(validation: dict, *, run_id=None, logical_date=None, params=None):
-        from tasks.pipeline import train_step
-
-        return _run(train_step, _settings(), "bert", run_id, logical_date, validation,
-                    _training_options(params))
-
-    @task(doc_md="Pre-trained checkpoint evaluated as-is (off unless enabled).")
-    def register_pretrained(validation: dict, *, run_id=None, logical_date=None, params=None):
-        from tasks.pipeline import train_step
-
-        return _run(train_step, _settings(), "pretrained", run_id, logical_date, validation,
-                    _training_options(params))
+        return _run(train_step, _settings(), kind, run_id, logical_date, validation,
+                    _options(params))
 
     @task(
         trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS,
         doc_md="Candidates and champion on the same frozen test rows; HTML report.",
     )
-    def evaluate(validation: dict, tfidf, bert, pretrained, *, run_id=None, params=None):
+    def evaluate(validation: dict, trained: list, *, run_id=None, params=None):
         from tasks.pipeline import evaluate_step
 
-        return _run(evaluate_step, _settings(), run_id, validation, [tfidf, bert, pretrained],
-                    _training_options(params))
+        return _run(evaluate_step, _settings(), run_id, validation, trained, _options(params))
 
     @task(outlets=[CHAMPION], doc_md="Promotion policy; skipped when the champion is kept.")
     def promote(validation: dict, evaluation: dict, *, run_id=None, params=None):
@@ -326,10 +280,14 @@ def textclf_retrain():
         return result
 
     validation = validate(extract())
-    evaluation = evaluate(
-        validation, train_tfidf(validation), train_bert(validation),
-        register_pretrained(validation),
-    )
+    trained = [
+        train.override(
+            task_id=f"train_{kind.name}", queue=kind.queue, pool=kind.pool or "default_pool",
+            execution_timeout=kind.execution_timeout, doc_md=kind.description,
+        )(validation, kind.name)
+        for kind in KINDS.values()
+    ]
+    evaluation = evaluate(validation, trained)
     predict(validation, promote(validation, evaluation))
 
 

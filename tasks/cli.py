@@ -96,16 +96,32 @@ def cmd_run(args) -> int:
 
     settings = _settings(args)
     log_path = settings.home / "logs" / f"run-{args.date}.log" if args.quiet else None
-    result = run_dag_for_date(settings, args.date, conf=args.conf, log_path=log_path)
-    if result.returncode != 0:
-        print(f"textclf_retrain for {args.date} failed (exit {result.returncode})"
+    code = run_dag_for_date(settings, args.date, conf=args.conf, log_path=log_path)
+    if code != 0:
+        print(f"textclf_retrain for {args.date} failed (exit {code})"
               + (f"; log: {log_path}" if log_path else ""), file=sys.stderr)
-    return result.returncode
+    return code
 
 
-def _run_steps_for_date(settings, day: date, kinds: list[str], options: dict):
+def _parse_setting(text: str) -> tuple[str, object]:
+    """KEY=VALUE with VALUE read as TOML (numbers, true/false, lists, quoted strings), else text."""
+    import tomllib
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    try:
+        return key.strip(), tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        return key.strip(), value
+
+
+def _run_steps_for_date(settings, day: date, kinds: list[str], options):
+    from dataclasses import replace
+
     from tasks.airflow_env import manual_run_interval
-    from tasks.pipeline import Skip, extract_step, train_step, validate_step
+    from tasks.errors import Skip
+    from tasks.pipeline import extract_step, train_step, validate_step
 
     start, end = manual_run_interval(day)
     run_id = f"cli__{day.isoformat()}"
@@ -116,7 +132,7 @@ def _run_steps_for_date(settings, day: date, kinds: list[str], options: dict):
     for kind in kinds:
         try:
             candidates.append(train_step(settings, kind, run_id, None, validation,
-                                         {**options, "candidates": kinds}))
+                                         replace(options, candidates=tuple(kinds))))
             print(f"{kind}: model version {candidates[-1]['version']}")
         except Skip as reason:
             print(f"{kind}: skipped: {reason}")
@@ -124,24 +140,23 @@ def _run_steps_for_date(settings, day: date, kinds: list[str], options: dict):
 
 
 def cmd_train(args) -> int:
-    options = {"max_train_rows": args.max_train_rows, "progress": sys.stderr.isatty()}
-    if args.epochs:
-        options["bert"] = {"epochs": args.epochs}
+    from tasks.pipeline import RunOptions
+
+    options = RunOptions(max_train_rows=args.max_train_rows, progress=sys.stderr.isatty(),
+                         overrides={args.kind: dict(args.set or [])})
     _run_steps_for_date(_settings(args), args.date, [args.kind], options)
     return 0
 
 
 def cmd_evaluate(args) -> int:
-    from tasks import db
-    from tasks.pipeline import evaluate_step
+    from tasks.pipeline import RunOptions, evaluate_step
 
     settings = _settings(args)
+    options = RunOptions(max_train_rows=args.max_train_rows, progress=sys.stderr.isatty(),
+                         learning_curve=args.learning_curve)
     run_id, validation, candidates = _run_steps_for_date(
-        settings, args.date, list(settings.candidates),
-        {"max_train_rows": args.max_train_rows, "progress": sys.stderr.isatty()},
-    )
-    result = evaluate_step(settings, run_id, validation, candidates,
-                           {"learning_curve": args.learning_curve})
+        settings, args.date, list(settings.candidates), options)
+    result = evaluate_step(settings, run_id, validation, candidates, options)
     for row in result["leaderboard"]:
         print(f"  {row['name']:<20} macro-F1 {row['macro_f1']:.4f}")
     print(f"report: {result['report']}")
@@ -153,6 +168,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_models(args) -> int:
     from tasks import registry
+    from tasks.console import print_history, print_leaderboard
 
     settings = _settings(args)
     models = registry.list_models(settings)
@@ -164,21 +180,6 @@ def cmd_models(args) -> int:
     print("\nchampion history:")
     print_history(history)
     return 0
-
-
-def print_leaderboard(models) -> None:
-    print(f"{'version':>7}  {'kind':<10} {'val macro-F1':>12}  {'created':<19}  champion")
-    for m in models:
-        f1 = m["metrics"].get("val_macro_f1")
-        print(f"{m['version']:>7}  {m['kind']:<10} {f1 if f1 is None else f'{f1:.4f}':>12}  "
-              f"{m['created_at']:%Y-%m-%d %H:%M:%S}  {'*' if m['is_champion'] else ''}")
-
-
-def print_history(history) -> None:
-    for h in history:
-        until = h["valid_to"].strftime("%Y-%m-%d %H:%M:%S") if h["valid_to"] else "now"
-        print(f"  v{h['model_version']} ({h['kind']}) {h['valid_from']:%Y-%m-%d %H:%M:%S} -> "
-              f"{until}  by {h['actor']}: {h['reason']}")
 
 
 def cmd_promote(args) -> int:
@@ -233,10 +234,12 @@ def cmd_demo(args) -> int:
 def cmd_airflow(args) -> int:
     from tasks.services import serve
 
-    return serve(_settings(args), port=args.port)
+    return serve(_settings(args), port=args.port, host=args.host)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from tasks.candidates import KINDS
+
     parser = argparse.ArgumentParser(
         prog="textclf", description="Keep text classifiers fresh: PostgreSQL, GX, Airflow."
     )
@@ -277,10 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     train = sub.add_parser("train", help="train one candidate for a date, outside Airflow")
-    train.add_argument("--kind", choices=["tfidf", "bert", "pretrained"], required=True)
+    train.add_argument("--kind", choices=list(KINDS), required=True)
     train.add_argument("--date", type=_parse_date, required=True)
-    train.add_argument("--max-train-rows", type=int)
-    train.add_argument("--epochs", type=float)
+    train.add_argument("--max-train-rows", type=int, help="train on the newest N training rows")
+    train.add_argument("--set", type=_parse_setting, action="append", metavar="KEY=VALUE",
+                       help="override one setting of the kind's config (e.g. epochs=2); repeatable")
     train.set_defaults(func=cmd_train)
 
     evaluate = sub.add_parser("evaluate", help="train the configured candidates and evaluate")
@@ -321,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     airflow = sub.add_parser("airflow", help="start the Airflow services with textclf's DAGs")
     airflow.add_argument("--port", type=int, default=8080)
+    airflow.add_argument("--host", default="127.0.0.1", help="address the api-server listens on")
     airflow.set_defaults(func=cmd_airflow)
     return parser
 

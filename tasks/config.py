@@ -1,9 +1,10 @@
 """Settings for every textclf entry point (CLI, DAG tasks, tests).
 
 Sources, later ones winning: built-in defaults, a TOML file (``$TEXTCLF_CONFIG``, else
-``$TEXTCLF_HOME/textclf.toml`` when it exists), then a few environment variables.
-Identifiers that end up in SQL (schema, table and column names) are validated here, once,
-and quoted with ``psycopg2.sql.Identifier`` wherever they are used.
+``$TEXTCLF_HOME/textclf.toml`` when it exists), then a few environment variables. Every value
+is type-checked when the file is read, so a typo fails at load time with the key's name, not
+in the middle of a night. Identifiers that end up in SQL (schema, table and column names) are
+validated here, once, and quoted with ``psycopg2.sql.Identifier`` wherever they are used.
 """
 
 from __future__ import annotations
@@ -15,13 +16,16 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from tasks.candidates import KINDS, default_candidates
+from tasks.candidates.base import CandidateConfig
+from tasks.errors import ConfigError
+from tasks.typed import coerce, from_mapping
+
+__all__ = ["ConfigError", "Settings", "SourceTable", "load_settings"]
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 SCHEMA = "textclf"
-
-
-class ConfigError(ValueError):
-    """A configuration value is missing or malformed; the message names the setting."""
 
 
 def validate_identifier(value: str, setting: str) -> str:
@@ -76,30 +80,43 @@ class PromotionPolicy:
     seed: int = 0
 
 
+DEFAULT_LABELLED_SOURCE = SourceTable(SCHEMA, "labelled_texts", weight_column="weight")
+DEFAULT_DOCUMENTS_SOURCE = SourceTable(
+    SCHEMA, "documents", timestamp_column="created_at", label_column=None
+)
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path
     database_url: str | None = None
-    labelled_source: SourceTable = field(
-        default_factory=lambda: SourceTable(SCHEMA, "labelled_texts", weight_column="weight")
-    )
-    documents_source: SourceTable = field(
-        default_factory=lambda: SourceTable(
-            SCHEMA, "documents", timestamp_column="created_at", label_column=None
-        )
-    )
+    labelled_source: SourceTable = DEFAULT_LABELLED_SOURCE
+    documents_source: SourceTable = DEFAULT_DOCUMENTS_SOURCE
     labels: tuple[str, ...] | None = None
     allow_new_labels: bool = False
     snapshot_window_days: int | None = None
     validation: ValidationThresholds = field(default_factory=ValidationThresholds)
     promotion: PromotionPolicy = field(default_factory=PromotionPolicy)
-    candidates: tuple[str, ...] = ("tfidf", "bert")
-    tfidf: dict[str, Any] = field(default_factory=dict)
-    bert: dict[str, Any] = field(default_factory=dict)
-    pretrained: dict[str, Any] = field(default_factory=dict)
+    candidates: tuple[str, ...] = field(default_factory=default_candidates)
+    # One typed config per candidate kind, from the [<kind>] tables; defaults where absent.
+    candidate_configs: dict[str, CandidateConfig] = field(default_factory=dict)
     prediction_chunk_rows: int = 5_000
     rescore_on_champion_change: bool = True
     artifact_root: str | None = None  # default $TEXTCLF_HOME/models; any fsspec URI works
+
+    def __post_init__(self) -> None:
+        unknown = [name for name in self.candidates if name not in KINDS]
+        if unknown:
+            raise ConfigError(
+                f"candidates: unknown kind{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+                f"known kinds: {', '.join(KINDS)}"
+            )
+        if not self.candidates:
+            raise ConfigError("candidates: name at least one candidate kind")
+
+    def candidate_config(self, kind: str) -> CandidateConfig:
+        config = self.candidate_configs.get(kind)
+        return config if config is not None else KINDS[kind].config_class()
 
     @property
     def expectations_dir(self) -> Path:
@@ -118,65 +135,91 @@ class Settings:
         return self.runs_dir / safe
 
 
-def _source_from(raw: dict[str, Any], default: SourceTable, setting: str) -> SourceTable:
-    unknown = set(raw) - {f.name for f in fields(SourceTable)}
-    if unknown:
-        raise ConfigError(f"unknown keys in [{setting}]: {sorted(unknown)}")
-    return replace(default, **raw)
+# Top-level keys of textclf.toml that are plain values (tables are handled one by one below).
+_PLAIN_KEYS = (
+    "labels", "allow_new_labels", "snapshot_window_days", "candidates", "prediction_chunk_rows",
+    "rescore_on_champion_change", "artifact_root",
+)
 
 
-def _dataclass_from(cls, raw: dict[str, Any], setting: str):
-    unknown = set(raw) - {f.name for f in fields(cls)}
-    if unknown:
-        raise ConfigError(f"unknown keys in [{setting}]: {sorted(unknown)}")
-    return cls(**raw)
+def _source(raw: Any, default: SourceTable, setting: str) -> SourceTable:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"[{setting}] must be a table of settings")
+    if default == DEFAULT_LABELLED_SOURCE:
+        # A table of your own has no weight column unless it names one.
+        default = replace(default, weight_column=None)
+    base = {f.name: getattr(default, f.name) for f in fields(SourceTable)}
+    return from_mapping(SourceTable, {**base, **raw}, setting)
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def settings_from_mapping(raw: dict[str, Any], home: Path, origin: str = "textclf.toml") -> Settings:
+    """Settings from a parsed textclf.toml; every key and type is checked."""
+    raw = dict(raw)
+    hints = {"labels": tuple[str, ...] | None, "allow_new_labels": bool,
+             "snapshot_window_days": int | None, "candidates": tuple[str, ...],
+             "prediction_chunk_rows": int, "rescore_on_champion_change": bool,
+             "artifact_root": str | None}
+    values: dict[str, Any] = {"home": home}
+    for key in _PLAIN_KEYS:
+        if key in raw:
+            values[key] = coerce(raw.pop(key), hints[key], key)
+    if "labelled_source" in raw:
+        values["labelled_source"] = _source(raw.pop("labelled_source"), DEFAULT_LABELLED_SOURCE,
+                                            "labelled_source")
+    if "documents_source" in raw:
+        values["documents_source"] = _source(raw.pop("documents_source"), DEFAULT_DOCUMENTS_SOURCE,
+                                             "documents_source")
+    if "validation" in raw:
+        values["validation"] = from_mapping(ValidationThresholds, raw.pop("validation"), "validation")
+    if "promotion" in raw:
+        values["promotion"] = from_mapping(PromotionPolicy, raw.pop("promotion"), "promotion")
+    configs = {}
+    for name, kind in KINDS.items():
+        if name in raw:
+            configs[name] = from_mapping(kind.config_class, raw.pop(name), name)
+    values["candidate_configs"] = configs
+    if raw:
+        known = [*_PLAIN_KEYS, "labelled_source", "documents_source", "validation", "promotion", *KINDS]
+        raise ConfigError(
+            f"unknown setting{'s' if len(raw) > 1 else ''} in {origin}: {', '.join(sorted(raw))} "
+            f"(known: {', '.join(known)})"
+        )
+    return Settings(**values)
+
+
+def config_path(home: Path) -> Path | None:
+    """The configuration file in use: $TEXTCLF_CONFIG (which must exist), else
+    $TEXTCLF_HOME/textclf.toml if present."""
+    explicit = os.environ.get("TEXTCLF_CONFIG")
+    if explicit:
+        if not Path(explicit).is_file():
+            raise ConfigError(f"TEXTCLF_CONFIG={explicit} does not exist")
+        return Path(explicit)
+    default = home / "textclf.toml"
+    return default if default.is_file() else None
 
 
 def load_settings(**overrides: Any) -> Settings:
     """Build the settings from defaults, the TOML file and the environment."""
-    home = Path(os.environ.get("TEXTCLF_HOME", ".textclf")).resolve()
-    config_path = os.environ.get("TEXTCLF_CONFIG") or home / "textclf.toml"
-    raw: dict[str, Any] = {}
-    if Path(config_path).is_file():
-        with open(config_path, "rb") as fh:
-            raw = tomllib.load(fh)
-    elif os.environ.get("TEXTCLF_CONFIG"):
-        raise ConfigError(f"TEXTCLF_CONFIG={config_path} does not exist")
-
-    base = Settings(home=home)
-    values: dict[str, Any] = {"home": home}
-    if "labelled_source" in raw:
-        values["labelled_source"] = _source_from(
-            raw.pop("labelled_source"), base.labelled_source, "labelled_source"
-        )
-    if "documents_source" in raw:
-        values["documents_source"] = _source_from(
-            raw.pop("documents_source"), base.documents_source, "documents_source"
-        )
-    if "validation" in raw:
-        values["validation"] = _dataclass_from(
-            ValidationThresholds, raw.pop("validation"), "validation"
-        )
-    if "promotion" in raw:
-        values["promotion"] = _dataclass_from(PromotionPolicy, raw.pop("promotion"), "promotion")
-    for key in ("labels", "candidates"):
-        if key in raw:
-            values[key] = tuple(raw.pop(key))
-    known = {f.name for f in fields(Settings)}
-    unknown = set(raw) - known
-    if unknown:
-        raise ConfigError(f"unknown settings in {config_path}: {sorted(unknown)}")
-    values.update(raw)
-
+    home = Path(overrides.pop("home", None) or os.environ.get("TEXTCLF_HOME", ".textclf")).resolve()
+    path = config_path(home)
+    settings = settings_from_mapping(read_config_file(path), home, str(path)) if path else Settings(home=home)
+    changes: dict[str, Any] = {}
     if os.environ.get("TEXTCLF_DATABASE_URL"):
-        values["database_url"] = os.environ["TEXTCLF_DATABASE_URL"]
+        changes["database_url"] = os.environ["TEXTCLF_DATABASE_URL"]
     if os.environ.get("TEXTCLF_LABELS"):
-        values["labels"] = tuple(
+        changes["labels"] = tuple(
             label.strip() for label in os.environ["TEXTCLF_LABELS"].split(",") if label.strip()
         )
-    values.update(overrides)
-    settings = Settings(**values)
-    unknown_candidates = set(settings.candidates) - {"tfidf", "bert", "pretrained"}
-    if unknown_candidates:
-        raise ConfigError(f"candidates: unknown kinds {sorted(unknown_candidates)}")
-    return settings
+    changes.update(overrides)
+    return replace(settings, **changes)

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from tasks import db, registry
 from tasks.airflow_env import manual_run_interval, run_dag_for_date
 from tasks.config import Settings
+from tasks.console import print_history
 from tasks.demo_data import load_demo_data
 
 DOWNSTREAM_QUERY = """\
@@ -55,7 +56,8 @@ def run_demo(settings: Settings, days: int = 3, full: bool = False) -> int:
     for offset in range(days - 1, -1, -1):
         day = today - timedelta(days=offset)
         conf = json.dumps({
-            "candidates": ["tfidf", "bert"] if full or offset == 0 else ["tfidf"],
+            # None: the configured candidates (default: tfidf and bert).
+            "candidates": None if full or offset == 0 else ["tfidf"],
             "bert_epochs": budget["epochs"],
             "bert_max_train_rows": budget["max_train_rows"],
             "bert_max_length": budget["max_length"],
@@ -66,11 +68,11 @@ def run_demo(settings: Settings, days: int = 3, full: bool = False) -> int:
               f"{end:%Y-%m-%d %H:%M}))")
         log_path = settings.home / "logs" / f"demo-{day}.log"
         run_started = time.perf_counter()
-        result = run_dag_for_date(settings, day, conf=conf, log_path=log_path)
-        print(f"{'succeeded' if result.returncode == 0 else 'FAILED'} in "
+        code = run_dag_for_date(settings, day, conf=conf, log_path=log_path)
+        print(f"{'succeeded' if code == 0 else 'FAILED'} in "
               f"{time.perf_counter() - run_started:.0f} s (Airflow log: {log_path})")
-        if result.returncode != 0:
-            return result.returncode
+        if code != 0:
+            return code
 
     with db.connect(settings) as conn, conn.cursor() as cur:
         run_id = db.latest_evaluated_run(cur)
@@ -88,8 +90,6 @@ def run_demo(settings: Settings, days: int = 3, full: bool = False) -> int:
               f"macro-F1 {ev['metrics']['macro_f1']:.4f}  accuracy {ev['metrics']['accuracy']:.4f}"
               f"{interval}")
     _step("champion history")
-    from tasks.cli import print_history
-
     print_history(registry.champion_history(settings))
     if run_id:
         _step("study report")

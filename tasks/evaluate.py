@@ -11,26 +11,25 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 from scipy import sparse, stats
+
+from tasks.candidates.base import TextClassifier
+from tasks.metrics import (
+    confusion_counts,
+    f1_from_counts,
+    label_indices,
+    macro_f1_score,
+    safe_divide,
+)
 
 ECE_BINS = 15
 LOG_LOSS_EPS = 1e-15
 EXACT_MCNEMAR_BELOW = 25
 # Resampled index arrays are built in chunks of at most this many elements.
 _BOOTSTRAP_CHUNK_ELEMENTS = 2_000_000
-
-
-@runtime_checkable
-class TextClassifier(Protocol):
-    """What evaluation needs from a model: columns of `predict_proba` follow `labels`."""
-
-    labels: list[str]
-    kind: str
-
-    def predict_proba(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
 @dataclass(kw_only=True)
@@ -131,33 +130,6 @@ class EvaluationReport:
 # ---------------------------------------------------------------- metrics
 
 
-def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
-    """Elementwise division that yields 0 where the denominator is 0 (sklearn's zero_division=0)."""
-    numerator = np.asarray(numerator, dtype=float)
-    denominator = np.asarray(denominator, dtype=float)
-    out = np.zeros(np.broadcast(numerator, denominator).shape)
-    np.divide(numerator, denominator, out=out, where=denominator != 0)
-    return out
-
-
-def _f1_from_counts(true_positives, support, predicted) -> np.ndarray:
-    """Per-class F1 = 2tp / (2tp + fp + fn) = 2tp / (support + predicted); works on any leading axes."""
-    return _safe_divide(2 * np.asarray(true_positives), np.asarray(support) + np.asarray(predicted))
-
-
-def confusion_counts(y_true: np.ndarray, y_pred: np.ndarray, n_labels: int) -> np.ndarray:
-    """Confusion matrix with rows = true label, columns = predicted label."""
-    codes = np.asarray(y_true, dtype=np.int64) * n_labels + np.asarray(y_pred, dtype=np.int64)
-    return np.bincount(codes, minlength=n_labels * n_labels).reshape(n_labels, n_labels)
-
-
-def macro_f1_score(y_true: np.ndarray, y_pred: np.ndarray, n_labels: int) -> float:
-    """Macro-F1 over all `n_labels` classes; a class never seen nor predicted scores 0."""
-    confusion = confusion_counts(y_true, y_pred, n_labels)
-    f1 = _f1_from_counts(np.diag(confusion), confusion.sum(axis=1), confusion.sum(axis=0))
-    return float(f1.mean())
-
-
 def reliability_bins(
     confidences: np.ndarray, correct: np.ndarray, n_bins: int = ECE_BINS
 ) -> list[dict[str, float]]:
@@ -169,8 +141,8 @@ def reliability_bins(
     counts = np.bincount(bin_index, minlength=n_bins)
     confidence_sums = np.bincount(bin_index, weights=confidences, minlength=n_bins)
     correct_sums = np.bincount(bin_index, weights=correct, minlength=n_bins)
-    mean_confidence = _safe_divide(confidence_sums, counts)
-    accuracy = _safe_divide(correct_sums, counts)
+    mean_confidence = safe_divide(confidence_sums, counts)
+    accuracy = safe_divide(correct_sums, counts)
     return [
         {
             "lower": float(edges[i]),
@@ -206,21 +178,6 @@ def align_probabilities(
         if label in target_column:
             aligned[:, target_column[label]] = probabilities[:, source_column]
     return aligned
-
-
-def label_indices(values: Sequence[str] | Sequence[int] | np.ndarray, labels: Sequence[str]) -> np.ndarray:
-    """Label strings (or already-computed indices) as an int array of indices into `labels`."""
-    values = list(values)
-    if all(isinstance(v, (int, np.integer)) for v in values):
-        indices = np.asarray(values, dtype=np.int64)
-        if indices.size and (indices.min() < 0 or indices.max() >= len(labels)):
-            raise ValueError("label index out of range")
-        return indices
-    index_of = {label: i for i, label in enumerate(labels)}
-    unknown = sorted({str(v) for v in values if v not in index_of})
-    if unknown:
-        raise ValueError(f"true labels not in the evaluation label set: {unknown}")
-    return np.asarray([index_of[v] for v in values], dtype=np.int64)
 
 
 def directory_size_bytes(path: str | os.PathLike[str]) -> int:
@@ -289,9 +246,9 @@ def evaluate_model(
     true_positives = np.diag(confusion)
     support = confusion.sum(axis=1)
     predicted = confusion.sum(axis=0)
-    precision = _safe_divide(true_positives, predicted)
-    recall = _safe_divide(true_positives, support)
-    f1 = _f1_from_counts(true_positives, support, predicted)
+    precision = safe_divide(true_positives, predicted)
+    recall = safe_divide(true_positives, support)
+    f1 = f1_from_counts(true_positives, support, predicted)
 
     confidences = probabilities.max(axis=1)
     correct = y_pred == y_true
@@ -409,8 +366,8 @@ def paired_bootstrap_macro_f1(
         pattern_counts = np.bincount(codes.ravel(), minlength=chunk * n_patterns).reshape(chunk, n_patterns)
         class_counts = np.asarray(pattern_counts @ to_class_counts)
         support, predicted_a, predicted_b, hits_a, hits_b = np.split(class_counts, 5, axis=1)
-        f1_a = _f1_from_counts(hits_a, support, predicted_a)
-        f1_b = _f1_from_counts(hits_b, support, predicted_b)
+        f1_a = f1_from_counts(hits_a, support, predicted_a)
+        f1_b = f1_from_counts(hits_b, support, predicted_b)
         diffs[chunk_start : chunk_start + chunk] = f1_a.mean(axis=1) - f1_b.mean(axis=1)
 
     tail = (1.0 - confidence) / 2.0 * 100.0

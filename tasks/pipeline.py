@@ -12,20 +12,24 @@ import logging
 import math
 import resource
 import time
-from dataclasses import asdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from tasks import db, registry
+from tasks.candidates import get_kind
+from tasks.candidates.base import CandidateConfig, TrainingJob
 from tasks.config import Settings
+from tasks.errors import Skip
+from tasks.typed import replace_checked
+
+__all__ = ["RunOptions", "Skip", "evaluate_step", "extract_step", "predict_step", "promote_step",
+           "train_step", "validate_step"]
 from tasks.extract import Snapshot, extract_snapshot, read_snapshot
 
 log = logging.getLogger(__name__)
-
-
-class Skip(Exception):
-    """Nothing to do for this step; the message says why."""
 
 
 # --- extract + validate ----------------------------------------------------------------
@@ -153,14 +157,65 @@ def require_trainable(validation: dict) -> None:
         raise Skip(f"validation failed, training skipped: {validation['reason']}")
 
 
+# --- run options ---------------------------------------------------------------------------
+
+# DAG Params that set one field of one kind's config ("bert_epochs" -> [bert] epochs).
+KIND_PARAMS: dict[str, tuple[str, str]] = {
+    "bert_checkpoint": ("bert", "checkpoint"),
+    "bert_epochs": ("bert", "epochs"),
+    "bert_max_train_rows": ("bert", "max_train_rows"),
+    "bert_max_length": ("bert", "max_length"),
+    "bert_learning_rate": ("bert", "learning_rate"),
+}
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What one run may change. ``None`` everywhere means "as configured" (textclf.toml)."""
+
+    candidates: tuple[str, ...] | None = None
+    max_train_rows: int | None = None  # every kind, unless the kind's own override sets it
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # kind -> config fields
+    learning_curve: bool = False
+    progress: bool = False
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> RunOptions:
+        """From the DAG's Params: an empty form field (None) leaves the configuration alone."""
+        overrides: dict[str, dict[str, Any]] = {}
+        for param, (kind, key) in KIND_PARAMS.items():
+            if params.get(param) not in (None, ""):
+                overrides.setdefault(kind, {})[key] = params[param]
+        candidates = params.get("candidates")
+        return cls(
+            candidates=tuple(candidates) if candidates else None,
+            max_train_rows=params.get("max_train_rows"),
+            overrides=overrides,
+            learning_curve=bool(params.get("learning_curve")),
+        )
+
+    def enabled(self, settings: Settings) -> tuple[str, ...]:
+        return self.candidates or settings.candidates
+
+    def config(self, settings: Settings, kind: str) -> CandidateConfig:
+        """The kind's configuration with this run's overrides, type-checked."""
+        changes = dict(self.overrides.get(kind, {}))
+        if self.max_train_rows is not None:
+            changes.setdefault("max_train_rows", self.max_train_rows)
+        config = settings.candidate_config(kind)
+        return replace_checked(config, changes, kind) if changes else config
+
+
 # --- training ----------------------------------------------------------------------------
 
 
-def _splits(clean_path: str, max_train_rows: int | None = None):
+def load_splits(clean_path: str, max_train_rows: int | None = None):
+    """(train, validation, test) frames of the clean snapshot. ``max_train_rows`` keeps the
+    newest training rows (``labelled_at``, then id): the freshest signal, the same rows on
+    every rerun."""
     frame = read_snapshot(clean_path)
     train = frame[frame["split"] == "train"]
     if max_train_rows and len(train) > max_train_rows:
-        # The newest rows carry the freshest signal; keep them, deterministically.
         train = train.sort_values(["labelled_at", "id"]).tail(max_train_rows)
     return train, frame[frame["split"] == "validation"], frame[frame["split"] == "test"]
 
@@ -169,84 +224,48 @@ def _peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def _requested_training(settings: Settings, kind: str, options: dict[str, Any]) -> dict:
-    """The effective training settings of one candidate kind (they identify the training)."""
-    config = {**getattr(settings, kind), **options.get(kind, {})}
-    max_rows = options.get("max_train_rows") or config.get("max_train_rows")
-    return {"config": config, "max_train_rows": max_rows}
-
-
 def train_step(
     settings: Settings,
-    kind: str,
+    kind_name: str,
     run_id: str,
     logical_date: datetime | None,
     validation: dict,
-    options: dict[str, Any] | None = None,
+    options: RunOptions | None = None,
 ) -> dict:
     """Train one candidate on the clean snapshot and register it; returns its version."""
     require_trainable(validation)
-    options = options or {}
-    if kind not in options.get("candidates", settings.candidates):
-        raise Skip(f"candidate kind {kind!r} is not enabled for this run")
+    options = options or RunOptions()
+    kind = get_kind(kind_name)
+    if kind_name not in options.enabled(settings):
+        raise Skip(f"candidate kind {kind_name!r} is not enabled for this run")
+    config = options.config(settings, kind_name)
     labels = validation["labels"]
-    requested = _requested_training(settings, kind, options)
-    key = registry.training_key(kind, requested, labels, validation["fingerprint"])
+    key = registry.training_key(kind_name, asdict(config), labels, validation["fingerprint"])
     existing = registry.find_trained(settings, key)
     if existing is not None:
         log.info("same kind, settings, labels, data and code as model version %d: reusing it",
                  existing)
-        return {"version": existing, "kind": kind, "train_seconds": 0.0, "reused": True}
-    staged = settings.run_dir(run_id) / "candidates" / kind
+        return {"version": existing, "kind": kind_name, "train_seconds": 0.0, "reused": True}
+    train, val, _ = load_splits(validation["clean_path"], config.max_train_rows)
+    run_dir = settings.run_dir(run_id)
+    job = TrainingJob(
+        train=train, validation=val, labels=labels,
+        output_dir=run_dir / "candidates" / kind_name,
+        checkpoint_dir=settings.home / "checkpoints" / run_dir.name / kind_name,
+        progress=options.progress,
+    )
     started = time.perf_counter()
-    if kind == "tfidf":
-        from tasks.train_tfidf import TfidfConfig, train_tfidf
-
-        train, val, _ = _splits(validation["clean_path"], requested["max_train_rows"])
-        model, result = train_tfidf(
-            train["text"].tolist(), train["label"].tolist(),
-            val["text"].tolist(), val["label"].tolist(), labels,
-            TfidfConfig.from_dict(requested["config"]),
-            train_weights=train["weight"].fillna(1.0).tolist(),
-        )
-        model.save(staged)
-        params, metrics = result.params, {"val_macro_f1": result.val_macro_f1}
-        peak_memory, train_rows = _peak_rss_bytes(), result.train_rows
-    elif kind == "bert":
-        from tasks.train_bert import BertConfig, fine_tune
-
-        cfg = BertConfig(**requested["config"])
-        train, val, _ = _splits(validation["clean_path"], requested["max_train_rows"])
-        result = fine_tune(
-            train["text"].tolist(), train["label"].tolist(),
-            val["text"].tolist(), val["label"].tolist(), labels, cfg,
-            output_dir=staged,
-            checkpoint_dir=settings.home / "checkpoints" / settings.run_dir(run_id).name / "bert",
-            progress=bool(options.get("progress")),
-        )
-        params = asdict(cfg)
-        metrics = {"val_macro_f1": result.best_val_macro_f1, "global_step": result.global_step,
-                   "epochs_run": result.epochs_run, "device": result.device}
-        peak_memory, train_rows = result.peak_memory_bytes, result.train_rows
-    elif kind == "pretrained":
-        from tasks.pretrained import PretrainedClassifier
-
-        config = requested["config"]
-        if not config.get("checkpoint"):
-            raise Skip("no pre-trained checkpoint configured ([pretrained] checkpoint)")
-        PretrainedClassifier(config["checkpoint"], config.get("label_map", {}), labels).save(staged)
-        params, metrics, peak_memory, train_rows = config, {}, None, 0
-    else:
-        raise ValueError(f"unknown candidate kind {kind!r}")
+    trained = kind.train(job, config)
     train_seconds = time.perf_counter() - started
     version = registry.register_model(
-        settings, kind=kind, staged_dir=staged, labels=labels,
-        params={**params, "train_rows": train_rows}, metrics=metrics,
+        settings, kind=kind_name, staged_dir=job.output_dir, labels=labels,
+        params={**trained.params, "train_rows": len(train)}, metrics=trained.metrics,
         data_fingerprint=validation["fingerprint"], run_id=run_id, logical_date=logical_date,
-        train_seconds=train_seconds, peak_memory_bytes=peak_memory, training_key=key,
+        train_seconds=train_seconds,
+        peak_memory_bytes=trained.peak_memory_bytes or _peak_rss_bytes(), training_key=key,
     )
-    log.info("registered %s as model version %d (%.1f s)", kind, version, train_seconds)
-    return {"version": version, "kind": kind, "train_seconds": train_seconds}
+    log.info("registered %s as model version %d (%.1f s)", kind_name, version, train_seconds)
+    return {"version": version, "kind": kind_name, "train_seconds": train_seconds}
 
 
 # --- evaluation, promotion, prediction ----------------------------------------------------
@@ -256,19 +275,19 @@ def evaluate_step(
     settings: Settings,
     run_id: str,
     validation: dict,
-    candidates: list[dict | None],
-    options: dict[str, Any] | None = None,
+    candidates: Sequence[dict | None],
+    options: RunOptions | None = None,
 ) -> dict:
     """Score every candidate and the champion on the same frozen test rows."""
     from tasks.evaluate import evaluate_all
     from tasks.report import write_report
 
-    options = options or {}
+    options = options or RunOptions()
     versions = sorted({c["version"] for c in candidates if c})
     if not versions:
         raise Skip("no candidate was trained in this run")
     champion = registry.current_champion(settings)
-    _, _, test = _splits(validation["clean_path"])
+    _, _, test = load_splits(validation["clean_path"])
     labels = validation["labels"]
     models, rows = {}, {}
     for version in versions + ([champion] if champion and champion not in versions else []):
@@ -300,7 +319,7 @@ def evaluate_step(
             })
     curve = (
         _learning_curve(settings, run_id, validation, options)
-        if options.get("learning_curve") else None
+        if options.learning_curve else None
     )
     run_dir = settings.run_dir(run_id)
     (run_dir / "evaluation.json").write_text(json.dumps(report.to_dict()))
@@ -332,37 +351,27 @@ def _test_fingerprint(test) -> str:
     return digest.hexdigest()
 
 
-def _learning_curve(settings: Settings, run_id: str, validation: dict, options: dict):
-    """TF-IDF vs BERT at several training-set fractions, on this run's own data."""
+def _learning_curve(settings: Settings, run_id: str, validation: dict, options: RunOptions):
+    """Every enabled kind that learns from data, at several training-set fractions."""
     from tasks.evaluate import evaluate_model
     from tasks.report import learning_curve
 
-    train, val, test = _splits(validation["clean_path"])
+    train, val, test = load_splits(validation["clean_path"])
     labels = validation["labels"]
-    kinds = [k for k in ("tfidf", "bert") if k in options.get("candidates", settings.candidates)]
+    kinds = [k for k in options.enabled(settings) if get_kind(k).learns_from_data]
     scratch = settings.run_dir(run_id) / "learning_curve"
 
-    def train_and_score(kind: str, fraction: float):
+    def train_and_score(kind_name: str, fraction: float):
         subset = train.sample(frac=fraction, random_state=0) if fraction < 1 else train
+        kind = get_kind(kind_name)
+        out = scratch / f"{kind_name}-{fraction}"
         started = time.perf_counter()
-        if kind == "tfidf":
-            from tasks.train_tfidf import TfidfConfig, train_tfidf
-
-            model, _ = train_tfidf(subset["text"].tolist(), subset["label"].tolist(),
-                                   val["text"].tolist(), val["label"].tolist(), labels,
-                                   TfidfConfig.from_dict(settings.tfidf),
-                                   train_weights=subset["weight"].fillna(1.0).tolist())
-        else:
-            from tasks.train_bert import BertClassifier, BertConfig, fine_tune
-
-            cfg = BertConfig(**{**settings.bert, **options.get("bert", {})})
-            out = scratch / f"bert-{fraction}"
-            fine_tune(subset["text"].tolist(), subset["label"].tolist(), val["text"].tolist(),
-                      val["label"].tolist(), labels, cfg, output_dir=out,
-                      checkpoint_dir=scratch / f"bert-{fraction}-ckpt")
-            model = BertClassifier.load(out)
+        kind.train(TrainingJob(train=subset, validation=val, labels=labels, output_dir=out,
+                               checkpoint_dir=scratch / f"{kind_name}-{fraction}-checkpoints"),
+                   options.config(settings, kind_name))
         seconds = time.perf_counter() - started
-        ev = evaluate_model(kind, model, test["text"].tolist(), test["label"].tolist(), labels)
+        ev = evaluate_model(kind_name, kind.load(out), test["text"].tolist(), test["label"].tolist(),
+                            labels)
         return len(subset), ev.macro_f1, seconds
 
     return learning_curve(train_and_score, kinds)
@@ -389,9 +398,9 @@ def promote_step(
         # judge the candidates against the champion in place now, on the same test rows.
         log.warning("champion changed since evaluation (was %s): evaluating again",
                     evaluation["champion"])
-        candidates = [{"version": v} for v in evaluation["versions"].values()
-                      if v != evaluation["champion"]]
-        evaluation = evaluate_step(settings, run_id, validation, candidates)
+        evaluation = evaluate_step(settings, run_id, validation, [
+            {"version": v} for v in evaluation["versions"].values() if v != evaluation["champion"]
+        ])
     report = EvaluationReport.from_dict(json.loads(Path(evaluation["evaluation_path"]).read_text()))
     policy = settings.promotion if min_delta is None else replace(settings.promotion, min_delta=min_delta)
     champion = evaluation["champion"]
@@ -407,7 +416,7 @@ def promote_step(
     )
     decision = decide(candidates, champion, champion_eval, validation["status"] == "passed", policy)
     reasons = decision.to_dict()
-    if decision.action == "promote" and not dry_run:
+    if decision.action == "promote" and decision.winner is not None and not dry_run:
         changed = registry.set_champion(
             settings, decision.winner, reason=decision.summary, actor=actor, run_id=run_id,
             decision="promoted", reasons=reasons,

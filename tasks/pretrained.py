@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from tasks.train_bert import load_classification_model, predict_model_probabilities
+from tasks.train_bert import model_labels as labels_of
 
 CANDIDATE_FILE_NAME = "pretrained_candidate.json"
 BERT_POSITION_LIMIT = 512
@@ -40,7 +41,7 @@ class PretrainedClassifier:
         self.head_fraction = head_fraction
         self._model, self._tokenizer = load_classification_model(checkpoint)
         self.max_length = min(max_length, self._tokenizer.model_max_length)
-        model_labels = [self._model.config.id2label[index] for index in range(self._model.config.num_labels)]
+        model_labels = labels_of(self._model)
         unknown_sources = sorted(set(label_map) - set(model_labels))
         if unknown_sources:
             raise ValueError(f"label_map names labels the model does not have {model_labels}: {unknown_sources}")

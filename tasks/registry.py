@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from tasks import db
+from tasks.candidates import KINDS, get_kind
 from tasks.config import REPO_ROOT, Settings
-
-MODEL_KINDS = ("tfidf", "bert", "pretrained")
 
 
 class ChecksumMismatch(RuntimeError):
@@ -92,8 +91,8 @@ def register_model(
     training_key: str,
 ) -> int:
     """Store a trained model: a version row, its artifact copied to storage, checksum recorded."""
-    if kind not in MODEL_KINDS:
-        raise RegistryError(f"unknown model kind {kind!r}; expected one of {MODEL_KINDS}")
+    if kind not in KINDS:
+        raise RegistryError(f"unknown model kind {kind!r}; expected one of {', '.join(KINDS)}")
     sha256, size = artifact_checksum(staged_dir)
     with db.connect(settings) as conn, conn, conn.cursor() as cur:
         version = db.upsert_model_version(cur, {
@@ -166,19 +165,11 @@ def fetch_artifact(settings: Settings, version: int) -> tuple[dict[str, Any], Pa
 
 
 def load_classifier(kind: str, directory: Path):
-    if kind == "tfidf":
-        from tasks.train_tfidf import TfidfClassifier
-
-        return TfidfClassifier.load(directory)
-    if kind == "bert":
-        from tasks.train_bert import BertClassifier
-
-        return BertClassifier.load(directory)
-    if kind == "pretrained":
-        from tasks.pretrained import PretrainedClassifier
-
-        return PretrainedClassifier.load(directory)
-    raise RegistryError(f"unknown model kind {kind!r}")
+    try:
+        candidate_kind = get_kind(kind)
+    except KeyError as exc:
+        raise RegistryError(str(exc).strip("\"'")) from None
+    return candidate_kind.load(directory)
 
 
 def load_model(settings: Settings, version: int):

@@ -13,13 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 import re
 import resource
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # read when huggingface_hub is imported: set it first
 
@@ -44,98 +44,14 @@ from transformers import (  # noqa: E402
 from transformers.trainer_pt_utils import get_parameter_names  # noqa: E402
 from transformers.trainer_utils import get_last_checkpoint  # noqa: E402
 
-SCHEDULES = ("linear", "inverse_sqrt")
+if TYPE_CHECKING:
+    from tasks.candidates.bert import BertConfig
+
 INFERENCE_CONFIG_NAME = "textclf_inference.json"
 JOB_MARKER_NAME = "textclf_job.json"
 # Same rule as Trainer.get_decay_parameter_names: no weight decay for biases and normalisation weights.
 _NO_DECAY_NAME_PATTERNS = [r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)"]
 _ENCODER_LAYER_INDEX = re.compile(r"\.layers?\.(\d+)\.")
-
-
-@dataclass
-class BertConfig:
-    checkpoint: str = field(
-        default="",
-        metadata={"help": "Model path or hub id to start from; empty means the packaged all-MiniLM-L6-v2."},
-    )
-    max_length: int = field(
-        default=128, metadata={"help": "Tokens per text including [CLS]/[SEP]; longer texts are head+tail truncated."}
-    )
-    batch_size: int = field(
-        default=32,
-        metadata={"help": "Micro-batch size per device; shrunk automatically after a CUDA out-of-memory error."},
-    )
-    epochs: float = field(default=1.0, metadata={"help": "Training epochs (fractions allowed); max_steps overrides."})
-    learning_rate: float = field(
-        default=5e-5, metadata={"help": "Peak learning rate of the classification head (the LLRD base rate)."}
-    )
-    weight_decay: float = field(
-        default=0.01, metadata={"help": "AdamW weight decay; biases and LayerNorm weights get none."}
-    )
-    warmup_ratio: float = field(
-        default=0.1, metadata={"help": "Fraction of the optimizer steps spent warming up linearly from 0, in [0, 1)."}
-    )
-    schedule: str = field(
-        default="linear",
-        metadata={
-            "help": "'linear': linear warm-up then linear decay to 0 at the last step. 'inverse_sqrt': Noam "
-            "d_model**-0.5 * min(step**-0.5, step * warmup**-1.5) normalised so its peak (at the end of "
-            "warm-up) equals learning_rate, i.e. min(step / warmup, sqrt(warmup / step)).",
-            "choices": SCHEDULES,
-        },
-    )
-    max_grad_norm: float = field(
-        default=1.0, metadata={"help": "Clip the global gradient L2 norm to this value before each step; 0 disables."}
-    )
-    layerwise_lr_decay: float = field(
-        default=0.95,
-        metadata={
-            "help": "LLRD factor in (0, 1]: head and pooler learn at learning_rate, encoder layer k (0-based, of L) "
-            "at learning_rate * decay**(L - k), embeddings at learning_rate * decay**(L + 1). 1 disables."
-        },
-    )
-    head_fraction: float = field(
-        default=0.25,
-        metadata={
-            "help": "For texts longer than max_length: share of the token budget kept from the start; the rest "
-            "comes from the end (0.25 of 510 gives the 128 + 382 head+tail split of Sun et al.)."
-        },
-    )
-    early_stopping_patience: int = field(
-        default=2, metadata={"help": "Stop after this many evaluations without a better validation macro-F1."}
-    )
-    eval_steps: int = field(
-        default=200, metadata={"help": "Evaluate on the validation set every N optimizer steps (and at the end)."}
-    )
-    save_steps: int = field(
-        default=200,
-        metadata={"help": "Checkpoint every N optimizer steps (a multiple of eval_steps); reruns resume."},
-    )
-    gradient_accumulation_steps: int = field(
-        default=1, metadata={"help": "Micro-batches accumulated into one optimizer step."}
-    )
-    seed: int = field(default=42, metadata={"help": "Seed for the head initialisation, data order and dropout."})
-    max_train_rows: int | None = field(
-        default=None, metadata={"help": "Train on a seeded random sample of at most this many rows; None uses all."}
-    )
-    max_steps: int = field(
-        default=-1, metadata={"help": "If positive, the total number of optimizer steps, overriding epochs."}
-    )
-
-    def __post_init__(self) -> None:
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        # TrainingArguments reads warmup_steps >= 1 as a step count, so a ratio must stay below 1.
-        if not 0.0 <= self.warmup_ratio < 1.0:
-            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        if self.schedule == "inverse_sqrt" and self.warmup_ratio == 0.0:
-            raise ValueError("the inverse_sqrt schedule needs warmup_ratio > 0 (its time scale is the warm-up)")
-        if not 0.0 < self.layerwise_lr_decay <= 1.0:
-            raise ValueError(f"layerwise_lr_decay must be in (0, 1], got {self.layerwise_lr_decay}")
-        if not 0.0 <= self.head_fraction <= 1.0:
-            raise ValueError(f"head_fraction must be in [0, 1], got {self.head_fraction}")
-        if self.save_steps % self.eval_steps != 0:
-            raise ValueError("save_steps must be a multiple of eval_steps (the best checkpoint is picked on save)")
 
 
 @dataclass
@@ -270,7 +186,7 @@ def _compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
 def _examples(token_ids: list[list[int]], label_ids: list[int]) -> list[dict]:
     return [
         {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": label}
-        for ids, label in zip(token_ids, label_ids)
+        for ids, label in zip(token_ids, label_ids, strict=True)
     ]
 
 
@@ -287,7 +203,7 @@ def _job_fingerprint(labels: list[str], *splits: tuple[Sequence[str], list[int]]
     digest = hashlib.sha256(json.dumps(labels).encode())
     for texts, label_ids in splits:
         digest.update(json.dumps(len(texts)).encode())
-        for text, label_id in zip(texts, label_ids):
+        for text, label_id in zip(texts, label_ids, strict=True):
             digest.update(json.dumps([label_id, text]).encode())
     return digest.hexdigest()
 
@@ -369,10 +285,6 @@ def fine_tune(
     train_label_ids = _label_ids(train_texts, train_labels, label2id, "train")
     val_label_ids = _label_ids(val_texts, val_labels, label2id, "validation")
     train_texts = list(train_texts)
-    if cfg.max_train_rows is not None and cfg.max_train_rows < len(train_texts):
-        keep = sorted(random.Random(cfg.seed).sample(range(len(train_texts)), cfg.max_train_rows))
-        train_texts = [train_texts[i] for i in keep]
-        train_label_ids = [train_label_ids[i] for i in keep]
 
     output_dir, checkpoint_dir = Path(output_dir), Path(checkpoint_dir)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -432,7 +344,9 @@ def fine_tune(
     )
 
     output_dir.mkdir(parents=True, exist_ok=True)
-    trainer.model.save_pretrained(output_dir)
+    best = trainer.model  # the best checkpoint's weights (load_best_model_at_end)
+    assert isinstance(best, PreTrainedModel)
+    best.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
     (output_dir / INFERENCE_CONFIG_NAME).write_text(
         json.dumps({"max_length": cfg.max_length, "head_fraction": cfg.head_fraction}, indent=2)
@@ -467,7 +381,7 @@ def predict_model_probabilities(
 ) -> np.ndarray:
     """Softmax over the model's labels (columns in id order), one row per text, float64."""
     encoded = encode_texts(tokenizer, texts, max_length, head_fraction)
-    probabilities = np.zeros((len(encoded), model.config.num_labels))
+    probabilities = np.zeros((len(encoded), model.config.num_labels or 0))
     device = next(model.parameters()).device
     by_length = np.argsort([len(ids) for ids in encoded], kind="stable")  # less padding per batch
     for start in range(0, len(encoded), batch_size):
@@ -477,6 +391,12 @@ def predict_model_probabilities(
             logits = model(**batch).logits
         probabilities[rows] = torch.softmax(logits.double(), dim=-1).cpu().numpy()
     return probabilities
+
+
+def model_labels(model: PreTrainedModel) -> list[str]:
+    """The model's labels in column order (``config.id2label``)."""
+    id2label: dict[Any, str] = dict(model.config.id2label or {})
+    return [id2label[index] for index in range(model.config.num_labels or 0)]
 
 
 class BertClassifier:
@@ -491,7 +411,7 @@ class BertClassifier:
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.head_fraction = head_fraction
-        self.labels = [model.config.id2label[index] for index in range(model.config.num_labels)]
+        self.labels = model_labels(model)
 
     @classmethod
     def load(cls, directory: str | Path) -> BertClassifier:

@@ -12,14 +12,19 @@ import itertools
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.metrics import f1_score
 from sklearn.pipeline import FeatureUnion, Pipeline
 from sklearn.svm import LinearSVC
+
+from tasks.metrics import macro_f1_of_labels
+
+if TYPE_CHECKING:
+    from tasks.candidates.tfidf import TfidfConfig
 
 MODEL_FILE = "model.skops"
 META_FILE = "textclf.json"
@@ -36,42 +41,6 @@ TRUSTED_TYPES = {
     "numpy.float64",
     "numpy.int64",
 }
-
-
-@dataclass
-class TfidfConfig:
-    """Search space and budget for the baseline (every knob has a sensible default)."""
-
-    c_values: Sequence[float] = field(
-        default=(0.1, 0.2, 0.4), metadata={"help": "LinearSVC inverse regularisation strengths"}
-    )
-    word_ngram_ranges: Sequence[tuple[int, int]] = field(
-        default=((1, 2),), metadata={"help": "word n-gram ranges to try"}
-    )
-    char_ngram_ranges: Sequence[tuple[int, int]] = field(
-        default=((2, 5),), metadata={"help": "char_wb n-gram ranges to try"}
-    )
-    min_df_values: Sequence[int] = field(default=(2,), metadata={"help": "min_df values"})
-    class_weight: str | None = field(
-        default="balanced", metadata={"help": "'balanced' (helps macro-F1 on skewed labels) or None"}
-    )
-    weight_powers: Sequence[float] = field(
-        default=(0.0, 1.0, 2.0),
-        metadata={"help": "row weights (e.g. annotator confidence) enter as weight**power; "
-                  "0 ignores them. Chosen on the validation split like C."},
-    )
-    time_budget_seconds: float = field(
-        default=120.0, metadata={"help": "stop the search after this long (best so far wins)"}
-    )
-    max_iter: int = 5000
-    seed: int = 42
-
-    @classmethod
-    def from_dict(cls, raw: dict) -> TfidfConfig:
-        cfg = cls(**raw)
-        cfg.word_ngram_ranges = [tuple(r) for r in cfg.word_ngram_ranges]
-        cfg.char_ngram_ranges = [tuple(r) for r in cfg.char_ngram_ranges]
-        return cfg
 
 
 def build_features(word_ngrams, char_ngrams, min_df) -> FeatureUnion:
@@ -140,11 +109,12 @@ def train_tfidf(
     val_texts: Sequence[str],
     val_labels: Sequence[str],
     labels: Sequence[str],
-    cfg: TfidfConfig = TfidfConfig(),
+    cfg: TfidfConfig,
     train_weights: Sequence[float] | None = None,
 ) -> tuple[TfidfClassifier, TfidfTrainResult]:
-    """Grid over features and C scored by validation macro-F1 within a time budget, then the
-    winner refitted with probability calibration."""
+    """Grid over features, C and weight powers scored by validation macro-F1 (over the whole
+    label set), at most ``cfg.max_candidates`` fits in grid order; the winner gets a fitted
+    softmax temperature."""
     started = time.perf_counter()
     best = None
     tried = 0
@@ -161,23 +131,25 @@ def train_tfidf(
             clf = LinearSVC(
                 C=c, max_iter=cfg.max_iter, class_weight=cfg.class_weight, random_state=cfg.seed
             )
-            clf.fit(x_train, train_labels, sample_weight=None if power == 0 else weights**power)
-            score = f1_score(val_labels, clf.predict(x_val), average="macro", zero_division=0)
+            sample_weight = None if power == 0 or weights is None else weights**power
+            clf.fit(x_train, train_labels, sample_weight=sample_weight)
+            score = macro_f1_of_labels(val_labels, clf.predict(x_val), labels)
             tried += 1
             params = {"C": c, "word_ngrams": list(word_ngrams), "char_ngrams": list(char_ngrams),
                       "min_df": min_df, "class_weight": cfg.class_weight, "weight_power": power}
             if best is None or score > best[0]:
                 best = (score, params, features, clf, x_val)
-            if time.perf_counter() - started > cfg.time_budget_seconds:
+            if tried >= cfg.max_candidates:
                 break
-        if time.perf_counter() - started > cfg.time_budget_seconds:
+        if tried >= cfg.max_candidates:
             break
+    assert best is not None, "the search grid is empty"
     score, params, features, clf, x_val = best
     temperature = fit_temperature(clf.decision_function(x_val), clf.classes_, val_labels)
     params["temperature"] = temperature
     pipeline = Pipeline([("tfidf", features), ("clf", clf)])
     result = TfidfTrainResult(
-        params={**params, "search": {k: v for k, v in asdict(cfg).items()}},
+        params=params,
         val_macro_f1=float(score),
         train_seconds=time.perf_counter() - started,
         candidates_tried=tried,
@@ -201,7 +173,7 @@ def fit_temperature(scores: np.ndarray, classes: np.ndarray, true_labels: Sequen
     known = [(row, index[y]) for row, y in enumerate(true_labels) if y in index]
     if not known:
         return 1.0
-    rows, cols = map(np.array, zip(*known))
+    rows, cols = map(np.array, zip(*known, strict=True))
     best_t, best_loss = 1.0, np.inf
     for t in np.geomspace(0.02, 5.0, 60):
         p = softmax_scores(scores[rows], t)[np.arange(len(rows)), cols]

@@ -28,7 +28,7 @@ def test_dagbag_imports_without_errors(dagbag):
     assert dagbag.import_errors == {}
     dag = dagbag.get_dag("textclf_retrain")
     assert {t.task_id for t in dag.tasks} == {
-        "extract", "validate", "train_tfidf", "train_bert", "register_pretrained", "evaluate",
+        "extract", "validate", "train_tfidf", "train_bert", "train_pretrained", "evaluate",
         "promote", "predict",
     }
     assert dag.max_active_runs == 1 and dag.catchup is False
@@ -72,8 +72,8 @@ def test_failures_are_recorded_and_can_be_mailed(monkeypatch):
 def test_dag_file_parses_without_heavy_imports():
     heavy = ["torch", "transformers", "pandas", "sklearn", "great_expectations", "tasks.train_bert"]
     code = (
-        "import runpy, sys; runpy.run_path(%r); "
-        "print([m for m in %r if m in sys.modules])" % (str(DAG_FILE), heavy)
+        f"import runpy, sys; runpy.run_path({str(DAG_FILE)!r}); "
+        f"print([m for m in {heavy!r} if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
@@ -94,7 +94,7 @@ def seed(settings, days: int, per_day: int, end: datetime, bad_texts_on_last_day
         if day == days - 1 and (i % per_day) < bad_texts_on_last_day * per_day:
             blank.append((i + 1, "   ", label, ts))
             continue
-        labelled.append(Record(i + 2, dict(zip(header, [str(i + 1), text, label, ts.isoformat()]))))
+        labelled.append(Record(i + 2, dict(zip(header, [str(i + 1), text, label, ts.isoformat()], strict=True))))
     docs = [
         Record(i + 2, {"id": str(i + 1), "text": text,
                        "created_at": (end - timedelta(hours=30 - i % 48)).isoformat()})
@@ -114,6 +114,7 @@ def ti_states(dag_run) -> dict[str, str]:
     return {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
 
 
+@pytest.mark.slow
 def test_end_to_end_runs_promote_predict_and_rerun_changes_nothing(dagbag, clean_db, pg):
     from tasks.airflow_env import manual_run_interval
     from tasks.config import load_settings
@@ -128,7 +129,7 @@ def test_end_to_end_runs_promote_predict_and_rerun_changes_nothing(dagbag, clean
     assert str(first.state) == "success", ti_states(first)
     states = ti_states(first)
     assert states["train_tfidf"] == states["train_bert"] == "success"
-    assert states["register_pretrained"] == "skipped"
+    assert states["train_pretrained"] == "skipped"
     assert states["promote"] == states["predict"] == "success"
 
     (status, new_rows, interval_start), = fetch(
@@ -161,6 +162,7 @@ def test_end_to_end_runs_promote_predict_and_rerun_changes_nothing(dagbag, clean
     assert decision == "kept"
 
 
+@pytest.mark.slow
 def test_a_bad_batch_skips_training_with_the_reason_and_loses_nothing(dagbag, clean_db, pg):
     from tasks.airflow_env import manual_run_interval
     from tasks.config import load_settings

@@ -416,7 +416,7 @@ def test_latency_covers_predict_calls_in_batches():
 
 def test_evaluate_model_rejects_bad_inputs():
     labels = ["a", "b"]
-    with pytest.raises(ValueError, match="not in the evaluation label set"):
+    with pytest.raises(ValueError, match="not in the label set"):
         evaluate_model("m", KeywordModel(labels), ["x a"], ["c"], labels)
     with pytest.raises(ValueError, match="shape"):
         evaluate_model("m", TableModel(labels, {"x": [1.0, 0.0, 0.0]}), ["x"], ["a"], labels)

@@ -9,7 +9,14 @@ from datetime import UTC, datetime
 from conftest import fetch, register_tiny
 from tasks import registry
 from tasks.airflow_env import manual_run_interval
-from tasks.pipeline import evaluate_step, extract_step, promote_step, train_step, validate_step
+from tasks.pipeline import (
+    RunOptions,
+    evaluate_step,
+    extract_step,
+    promote_step,
+    train_step,
+    validate_step,
+)
 from test_dag import seed
 
 DAY = datetime(2026, 11, 20, tzinfo=UTC)
@@ -23,10 +30,11 @@ def test_steps_learning_curve_and_a_champion_changed_during_the_run(settings, pg
         start.isoformat(), end.isoformat())
     validation = validate_step(settings, "run-1", DAY, snapshot)
     assert validation["status"] == "passed"
-    candidate = train_step(settings, "tfidf", "run-1", DAY, validation, {"candidates": ["tfidf"]})
+    candidate = train_step(settings, "tfidf", "run-1", DAY, validation,
+                           RunOptions(candidates=("tfidf",)))
 
     evaluation = evaluate_step(settings, "run-1", validation, [candidate, None],
-                               {"candidates": ["tfidf"], "learning_curve": True})
+                               RunOptions(candidates=("tfidf",), learning_curve=True))
     report_dir = settings.run_dir("run-1") / "report"
     assert evaluation["champion"] is None
     assert (report_dir / "learning_curve.png").is_file()

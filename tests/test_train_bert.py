@@ -22,10 +22,10 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
 
+from tasks.candidates.bert import BertConfig
 from tasks.pretrained import PretrainedClassifier
 from tasks.train_bert import (
     BertClassifier,
-    BertConfig,
     build_optimizer_grouped_parameters,
     create_lr_scheduler,
     encode_texts,
@@ -112,7 +112,7 @@ def test_linear_schedule_warms_up_to_the_peak_then_decays_to_zero():
     assert values[0] == 0.0
     assert values[:11] == pytest.approx([step / 10 for step in range(11)])
     assert max(values) == pytest.approx(1.0) and int(np.argmax(values)) == 10
-    assert all(later < earlier for earlier, later in zip(values[10:], values[11:]))
+    assert all(later < earlier for earlier, later in itertools.pairwise(values[10:]))
     assert values[99] == pytest.approx(1 / 90)  # one step before the end of a linear decay reaching 0 at 100
 
 
@@ -148,7 +148,7 @@ def test_llrd_gives_each_depth_its_rate_and_skips_decay_for_biases_and_layernorm
     depths = ["embeddings"] + [f"layer_{k}" for k in range(6)] + ["head"]
     assert list(rate) == list(reversed(depths))  # head first: Trainer logs group 0's rate
     assert [rate[name] for name in depths] == pytest.approx([1e-4 * 0.8 ** (7 - d) for d in range(8)])
-    assert all(rate[lower] < rate[upper] for lower, upper in zip(depths, depths[1:]))
+    assert all(rate[lower] < rate[upper] for lower, upper in itertools.pairwise(depths))
 
     names = {id(p): name for name, p in model.named_parameters()}
     for group in groups:
@@ -181,7 +181,7 @@ def test_head_tail_truncation_keeps_a_prefix_and_a_suffix(length, max_tokens, he
     tokens = list(range(length))
     kept = head_tail_truncate(tokens, max_tokens, head_fraction)
     assert len(kept) == min(length, max_tokens)
-    head = len(list(itertools.takewhile(lambda pair: pair[0] == pair[1], zip(kept, tokens))))
+    head = len(list(itertools.takewhile(lambda pair: pair[0] == pair[1], zip(kept, tokens, strict=False))))
     tail = kept[head:]
     assert tail == tokens[length - len(tail) :]
     if length > max_tokens:
@@ -359,9 +359,8 @@ def test_packaged_minilm_learns_a_separable_corpus(tmp_path):
     topics = ["sport", "finance", "cooking"]
     texts, labels = make_corpus(topics, rows=300, seed=2)
     held_out, held_out_labels = make_corpus(topics, rows=90, seed=3)
-    cfg = BertConfig(max_length=32, batch_size=16, learning_rate=2e-4, max_train_rows=240, eval_steps=5,
-                     save_steps=15)
-    result = fine_tune(texts, labels, held_out[:30], held_out_labels[:30], topics, cfg,
+    cfg = BertConfig(max_length=32, batch_size=16, learning_rate=2e-4, eval_steps=5, save_steps=15)
+    result = fine_tune(texts[:240], labels[:240], held_out[:30], held_out_labels[:30], topics, cfg,
                        tmp_path / "model", tmp_path / "checkpoints")
 
     assert result.train_rows == 240 and result.global_step == 15 and result.epochs_run == pytest.approx(1.0)

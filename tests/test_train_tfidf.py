@@ -7,7 +7,8 @@ import pytest
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from conftest import synthetic_corpus
-from tasks.train_tfidf import TRUSTED_TYPES, TfidfClassifier, TfidfConfig, train_tfidf
+from tasks.candidates.tfidf import TfidfConfig
+from tasks.train_tfidf import TRUSTED_TYPES, TfidfClassifier, train_tfidf
 
 LABELS = ["negative", "neutral", "positive"]
 FAST = TfidfConfig(c_values=(0.5,), min_df_values=(1,))
@@ -22,7 +23,7 @@ def test_learns_a_separable_corpus_and_survives_save_and_load(tmp_path):
     test_x, test_y = split(synthetic_corpus(90, seed=2))
     model, result = train_tfidf(train_x, train_y, test_x[:30], test_y[:30], LABELS, FAST)
     proba = model.predict_proba(test_x)
-    accuracy = np.mean([LABELS[i] == y for i, y in zip(proba.argmax(1), test_y)])
+    accuracy = np.mean([LABELS[i] == y for i, y in zip(proba.argmax(1), test_y, strict=True)])
     assert accuracy > 0.9 and result.val_macro_f1 > 0.9
     assert np.allclose(proba.sum(axis=1), 1.0)
     # Temperature scaling changes confidence, never the decision.
@@ -35,7 +36,7 @@ def test_learns_a_separable_corpus_and_survives_save_and_load(tmp_path):
 
 
 def test_columns_follow_our_label_order_and_binary_works():
-    rows = [(t, l) for t, l in synthetic_corpus(200, seed=3) if l != "neutral"]
+    rows = [(t, label) for t, label in synthetic_corpus(200, seed=3) if label != "neutral"]
     x, y = split(rows)
     model, _ = train_tfidf(x, y, x[:20], y[:20], ["positive", "negative"], FAST)
     proba = model.predict_proba(["love great wonderful", "hate awful terrible"])
@@ -71,7 +72,7 @@ def test_label_weights_are_searched_on_the_validation_split():
     x, y = split(synthetic_corpus(300, seed=4))
     # Most positive rows are mislabelled "negative" but weigh nothing: only weighting ignores them.
     wrong = [label == "positive" and i % 5 != 0 for i, label in enumerate(y)]
-    noisy_y = ["negative" if w else label for w, label in zip(wrong, y)]
+    noisy_y = ["negative" if w else label for w, label in zip(wrong, y, strict=True)]
     weights = [0.0 if w else 1.0 for w in wrong]
     val_x, val_y = split(synthetic_corpus(60, seed=5))
     cfg = TfidfConfig(c_values=(0.5,), min_df_values=(1,), weight_powers=(0.0, 1.0))
