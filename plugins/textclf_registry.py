@@ -13,16 +13,14 @@ Airflow user explicitly (the UI's ``_token`` cookie, or ``Authorization: Bearer 
 from __future__ import annotations
 
 import html
-import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
+from airflow.plugins_manager import AirflowPlugin
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-
-from airflow.plugins_manager import AirflowPlugin
 
 URL_PREFIX = "/textclf"
 DAG_ID = "textclf_retrain"
@@ -57,25 +55,9 @@ app = FastAPI(
 
 
 def _settings():
-    """Project settings; the `textclf_db` Airflow connection when no URL is set (as in the DAG)."""
-    from tasks.config import load_settings
+    from textclf_airflow import textclf_settings
 
-    if os.environ.get("TEXTCLF_DATABASE_URL"):
-        return load_settings()
-    from airflow.exceptions import AirflowNotFoundException
-    from airflow.models.connection import Connection
-
-    from tasks.db import connection_fields_to_url
-
-    try:
-        conn = Connection.get_connection_from_secrets("textclf_db")
-    except AirflowNotFoundException:
-        return load_settings()
-    return load_settings(
-        database_url=connection_fields_to_url(
-            conn.host, conn.port, conn.login, conn.password, conn.schema
-        )
-    )
+    return textclf_settings()
 
 
 def registry_snapshot() -> dict[str, Any]:
@@ -112,7 +94,7 @@ def _e(value: Any) -> str:
 
 def _when(value: Any) -> str:
     if isinstance(value, datetime):
-        return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     return "—" if value is None else _e(value)
 
 

@@ -11,18 +11,19 @@ import io
 import json
 import logging
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import psycopg2
 import psycopg2.extras
 from psycopg2 import sql
 
-from tasks.config import SCHEMA, Settings, SourceTable
+from tasks.config import Settings, SourceTable
+from tasks.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -34,37 +35,67 @@ _upgraded: set[str] = set()
 # --- where the database is -------------------------------------------------------------
 
 
-def _airflow_connection_url() -> str | None:
-    """The `textclf_db` Airflow connection, when Airflow exposes it through the environment.
-
-    Connections stored in Airflow's metadata database are resolved by the DAG layer (which may
-    import Airflow) and passed in as ``Settings.database_url``.
-    """
-    raw = os.environ.get("AIRFLOW_CONN_TEXTCLF_DB")
-    if not raw:
-        return None
-    if raw.lstrip().startswith("{"):
-        conn = json.loads(raw)
-        return connection_fields_to_url(
-            host=conn.get("host"),
-            port=conn.get("port"),
-            login=conn.get("login"),
-            password=conn.get("password"),
-            database=conn.get("schema"),
-        )
-    return raw.replace("postgres://", "postgresql://", 1)
+CONNECTION_ID = "textclf_db"  # the Airflow connection inside Airflow
+# libpq connection parameters an Airflow connection's extras may carry into the URL; other
+# extras (cursor, iam, ...) mean something to Airflow's hook only and are left out.
+LIBPQ_PARAMETERS = frozenset({
+    "application_name", "channel_binding", "client_encoding", "connect_timeout", "gssencmode",
+    "hostaddr", "keepalives", "keepalives_count", "keepalives_idle", "keepalives_interval",
+    "krbsrvname", "load_balance_hosts", "options", "passfile", "require_auth", "service",
+    "ssl_max_protocol_version", "ssl_min_protocol_version", "sslcert", "sslcertmode",
+    "sslcompression", "sslcrl", "sslcrldir", "sslkey", "sslmode", "sslnegotiation",
+    "sslpassword", "sslrootcert", "sslsni", "target_session_attrs", "tcp_user_timeout",
+})
 
 
-def connection_fields_to_url(host, port, login, password, database) -> str:
+def connection_url(
+    host: str | None,
+    port: int | str | None,
+    login: str | None,
+    password: str | None,
+    database: str | None,
+    extra: Mapping[str, Any] | None = None,
+) -> str:
+    """A libpq URL from an Airflow connection's fields, its libpq extras (sslmode, sslrootcert,
+    options, ...) kept as query parameters. Percent-encoded throughout: libpq does not read '+'
+    as a space, so Airflow's own ``get_uri()`` breaks ``options = "-c x=1"``."""
     auth = quote(login or "postgres", safe="")
     if password:
         auth += ":" + quote(password, safe="")
     netloc = f"{auth}@{host or '127.0.0.1'}" + (f":{port}" if port else "")
-    return f"postgresql://{netloc}/{quote(database or 'postgres', safe='')}"
+    url = f"postgresql://{netloc}/{quote(database or 'postgres', safe='')}"
+    query = [
+        f"{quote(str(key), safe='')}={quote(str(value), safe='')}"
+        for key, value in sorted((extra or {}).items())
+        if key in LIBPQ_PARAMETERS and value is not None
+    ]
+    return url + ("?" + "&".join(query) if query else "")
 
 
-def embedded_server(home: Path):
-    """Start (or reuse) the embedded PostgreSQL under ``home/pg``; it outlives this process."""
+def connection_url_from_env(raw: str) -> str:
+    """``AIRFLOW_CONN_TEXTCLF_DB`` (Airflow's JSON or URI form) as a libpq URL, extras kept."""
+    if raw.lstrip().startswith("{"):
+        conn = json.loads(raw)
+        extra = conn.get("extra") or {}
+        return connection_url(conn.get("host"), conn.get("port"), conn.get("login"),
+                              conn.get("password"), conn.get("schema"),
+                              json.loads(extra) if isinstance(extra, str) else extra)
+    parts = urlsplit(raw)
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    extra = json.loads(query.pop("__extra__")) if "__extra__" in query else query
+    return connection_url(parts.hostname, parts.port, unquote(parts.username or "") or None,
+                          unquote(parts.password or "") or None, unquote(parts.path.lstrip("/")) or None,
+                          extra)
+
+
+def inside_airflow() -> bool:
+    """Whether this process is an Airflow component or task (they set this variable)."""
+    return bool(os.environ.get("_AIRFLOW_PROCESS_CONTEXT") or os.environ.get("AIRFLOW_CTX_DAG_ID"))
+
+
+def embedded_server(home: Path, directory: str = "pg"):
+    """Start (or reuse) the embedded PostgreSQL under ``home/directory``; it outlives this
+    process and listens on a Unix socket in that directory."""
     import warnings
 
     home.mkdir(parents=True, exist_ok=True)
@@ -72,7 +103,7 @@ def embedded_server(home: Path):
         warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR unset on servers
         import pgserver
 
-        return pgserver.get_server(home / "pg", cleanup_mode=None)
+        return pgserver.get_server(home / directory, cleanup_mode=None)
 
 
 def _embedded_url(home: Path) -> str:
@@ -86,8 +117,29 @@ def _embedded_url(home: Path) -> str:
 
 
 def database_url(settings: Settings) -> str:
-    """TEXTCLF_DATABASE_URL / configured URL, else the Airflow connection, else embedded."""
-    return settings.database_url or _airflow_connection_url() or _embedded_url(settings.home)
+    """Where the project database is; every entry point asks this one function.
+
+    1. ``settings.database_url``: ``TEXTCLF_DATABASE_URL``, or inside Airflow the
+       `textclf_db` connection (the DAG and the plugin resolve it through Airflow and pass it
+       here);
+    2. ``AIRFLOW_CONN_TEXTCLF_DB`` in the environment (the compose stack's workers);
+    3. outside Airflow only: the embedded PostgreSQL under ``$TEXTCLF_HOME/pg``. Inside
+       Airflow a missing connection is an error, never a private server in a worker.
+    """
+    if settings.database_url:
+        return settings.database_url
+    if os.environ.get("AIRFLOW_CONN_TEXTCLF_DB"):
+        return connection_url_from_env(os.environ["AIRFLOW_CONN_TEXTCLF_DB"])
+    if inside_airflow():
+        raise missing_connection()
+    return _embedded_url(settings.home)
+
+
+def missing_connection() -> ConfigError:
+    return ConfigError(
+        f"the Airflow connection {CONNECTION_ID!r} is not defined: add it (Admin > Connections, "
+        "or AIRFLOW_CONN_TEXTCLF_DB) pointing at the textclf PostgreSQL database"
+    )
 
 
 def sqlalchemy_url(url: str, database: str | None = None) -> str:
@@ -435,12 +487,12 @@ def _one_dict(cur) -> dict[str, Any] | None:
     row = cur.fetchone()
     if row is None:
         return None
-    return dict(zip([d.name for d in cur.description], row))
+    return dict(zip([d.name for d in cur.description], row, strict=True))
 
 
 def all_dicts(cur) -> list[dict[str, Any]]:
     names = [d.name for d in cur.description]
-    return [dict(zip(names, row)) for row in cur.fetchall()]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
 # --- registry ------------------------------------------------------------------------------

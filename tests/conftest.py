@@ -1,14 +1,17 @@
 """Shared fixtures: a real PostgreSQL database for the tests, fresh per session.
 
-The server is TEXTCLF_TEST_DATABASE_URL when set, else 127.0.0.1:5432 (user postgres), with a
-dedicated database `textclf_test` dropped and recreated at session start. Airflow is pointed at
-a database of its own on the same server and a temporary AIRFLOW_HOME, before anything imports
-it.
+The server is TEXTCLF_TEST_DATABASE_URL when set, else the one on 127.0.0.1:5432 (user
+postgres), else, when nothing listens there (a laptop without PostgreSQL), an embedded server
+from pgserver under ``.textclf/test-pg``, as ``make demo`` does. The database `textclf_test` is
+dropped and recreated the first time a test asks for it: tests that need no database never
+touch the server. Airflow is pointed at a database of its own on the same server and a
+temporary AIRFLOW_HOME, before anything imports it.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 from pathlib import Path
 
@@ -16,9 +19,29 @@ import psycopg2
 import pytest
 from psycopg2 import sql
 
-TEST_DATABASE_URL = os.environ.get(
-    "TEXTCLF_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/textclf_test"
-)
+REPO_ROOT = Path(__file__).resolve().parents[1]
+EMBEDDED_TEST_SERVER = REPO_ROOT / ".textclf" / "test-pg"
+
+
+def _listening(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _test_database_url() -> tuple[str, bool]:
+    """(URL, whether it is the embedded server, to be started on first use)."""
+    if os.environ.get("TEXTCLF_TEST_DATABASE_URL"):
+        return os.environ["TEXTCLF_TEST_DATABASE_URL"], False
+    if _listening("127.0.0.1", 5432):
+        return "postgresql://postgres@127.0.0.1:5432/textclf_test", False
+    # pgserver listens on a Unix socket in its data directory.
+    return f"postgresql://postgres:@/textclf_test?host={EMBEDDED_TEST_SERVER}", True
+
+
+TEST_DATABASE_URL, EMBEDDED = _test_database_url()
 os.environ["TEXTCLF_TEST_DATABASE_URL"] = TEST_DATABASE_URL
 os.environ["TEXTCLF_DATABASE_URL"] = TEST_DATABASE_URL
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -26,6 +49,7 @@ os.environ["TOKENIZERS_PARALLELISM"] = "false"
 SESSION_HOME = Path(tempfile.mkdtemp(prefix="textclf-test-"))
 os.environ["TEXTCLF_HOME"] = str(SESSION_HOME)
 os.environ.pop("TEXTCLF_CONFIG", None)
+os.environ.pop("AIRFLOW_CONN_TEXTCLF_DB", None)
 
 TABLES = (
     "predictions", "champion_history", "promotion_decisions", "evaluations", "model_versions",
@@ -34,37 +58,52 @@ TABLES = (
 )
 
 
-def _recreate_database(url: str) -> None:
+def database_name(url: str) -> str:
     from sqlalchemy.engine import make_url
 
     name = make_url(url).database
-    admin = psycopg2.connect(url.rsplit("/", 1)[0] + "/postgres")
+    assert name
+    return name
+
+
+def url_for_database(url: str, name: str) -> str:
+    """``url`` pointing at another database on the same server."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
+def recreate_database(url: str, name: str | None = None) -> None:
+    """Drop and create database ``name`` (default: the one ``url`` names) on ``url``'s server."""
+    name = name or database_name(url)
+    admin = psycopg2.connect(url_for_database(url, "postgres"))
     admin.autocommit = True
     with admin.cursor() as cur:
-        cur.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-            (name,),
-        )
+        cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                    (name,))
         cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
         cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     admin.close()
 
 
-_recreate_database(TEST_DATABASE_URL)
-
 # Airflow reads its configuration when first imported: point it at a metadata database of its
 # own on the test server and at this repository's dags/ before any test imports it.
-os.environ["TEXTCLF_AIRFLOW_DATABASE"] = TEST_DATABASE_URL.rsplit("/", 1)[1] + "_airflow"
+os.environ["TEXTCLF_AIRFLOW_DATABASE"] = database_name(TEST_DATABASE_URL) + "_airflow"
 from tasks.airflow_env import airflow_environment  # noqa: E402
 from tasks.config import load_settings  # noqa: E402
 
 os.environ.update(airflow_environment(load_settings()))
+os.environ["TEXTCLF_DATABASE_URL"] = TEST_DATABASE_URL  # (the Airflow environment drops it)
 
 
 @pytest.fixture(scope="session")
 def database_url() -> str:
+    """The test database, created fresh (and the embedded server started) on first use."""
     from tasks import db
 
+    if EMBEDDED:
+        db.embedded_server(EMBEDDED_TEST_SERVER.parent, EMBEDDED_TEST_SERVER.name)
+    recreate_database(TEST_DATABASE_URL)
     db.upgrade(TEST_DATABASE_URL)
     return TEST_DATABASE_URL
 
@@ -93,8 +132,6 @@ def clean_db(database_url):
 
 @pytest.fixture
 def settings(clean_db, tmp_path):
-    from tasks.config import load_settings
-
     return load_settings(home=tmp_path / "home", database_url=clean_db)
 
 
@@ -138,10 +175,11 @@ def synthetic_corpus(n: int, seed: int = 0) -> list[tuple[str, str]]:
 @pytest.fixture(scope="session")
 def tiny_tfidf_dir(tmp_path_factory):
     """A real TF-IDF model trained on the synthetic corpus, saved with skops."""
-    from tasks.train_tfidf import TfidfConfig, train_tfidf
+    from tasks.candidates.tfidf import TfidfConfig
+    from tasks.train_tfidf import train_tfidf
 
     rows = synthetic_corpus(300)
-    texts, labels = [t for t, _ in rows], [l for _, l in rows]
+    texts, labels = [t for t, _ in rows], [label for _, label in rows]
     model, _ = train_tfidf(texts[:240], labels[:240], texts[240:], labels[240:],
                            sorted(CORPUS_WORDS), TfidfConfig(c_values=(0.5,), min_df_values=(1,)))
     directory = tmp_path_factory.mktemp("tfidf")

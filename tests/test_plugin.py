@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -36,14 +36,13 @@ def plugin():
 
 
 def test_plugin_follows_airflow_plugin_conventions(plugin):
-    from fastapi import FastAPI
-
     from airflow.api_fastapi.app import RESERVED_URL_PREFIXES
     from airflow.api_fastapi.core_api.datamodels.plugins import (
         ExternalViewResponse,
         FastAPIAppResponse,
     )
     from airflow.plugins_manager import is_valid_plugin
+    from fastapi import FastAPI
 
     instance, _ = plugin
     assert is_valid_plugin(type(instance))
@@ -59,9 +58,8 @@ def test_plugin_follows_airflow_plugin_conventions(plugin):
 
 def test_routes_require_an_airflow_user(plugin, monkeypatch):
     """No credentials: 401; a token Airflow's auth manager rejects, as header or UI cookie: 403."""
-    from fastapi.testclient import TestClient
-
     from airflow.api_fastapi import app as api_app
+    from fastapi.testclient import TestClient
 
     _, module = plugin
     monkeypatch.setenv(
@@ -105,7 +103,7 @@ def registry_url():
             "kind": kind, "labels": ["negative", "neutral", "positive"], "params": {},
             "metrics": metrics, "artifact_uri": f"/data/models/{kind}", "artifact_sha256": "0" * 64,
             "size_bytes": 1, "data_fingerprint": None, "code_version": "test", "run_id": RUN_ID,
-            "logical_date": datetime(2026, 11, 19, 2, tzinfo=timezone.utc), "train_seconds": 1.0,
+            "logical_date": datetime(2026, 11, 19, 2, tzinfo=UTC), "train_seconds": 1.0,
             "peak_memory_bytes": None, "training_key": f"plugin-test-{kind}",
         })
 
@@ -124,7 +122,9 @@ def client(plugin, registry_url, monkeypatch, tmp_path):
     from fastapi.testclient import TestClient
 
     _, module = plugin
-    monkeypatch.setenv("TEXTCLF_DATABASE_URL", registry_url)
+    from tasks.airflow_env import connection_json
+
+    monkeypatch.setenv("AIRFLOW_CONN_TEXTCLF_DB", connection_json(registry_url))
     monkeypatch.setenv("TEXTCLF_HOME", str(tmp_path))
     monkeypatch.delenv("TEXTCLF_CONFIG", raising=False)
     module.app.dependency_overrides[module.require_airflow_user] = lambda: None
