@@ -8,18 +8,27 @@ database lives in the same PostgreSQL server as the project data (database
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import secrets
 import subprocess
 import sys
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
+from typing import Any
 
 from tasks import db
 from tasks.config import REPO_ROOT, Settings
+from tasks.process_guard import run_guarded
 
 AIRFLOW_DATABASE = "textclf_airflow"
 DAG_ID = "textclf_retrain"
+ADMIN_USER = "admin"
+PASSWORDS_FILE = "simple_auth_manager_passwords.json"
+SIMPLE_AUTH_MANAGER = (
+    "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+)
 SCHEDULE_HOUR = 2  # keep in step with the DAG's CronDataIntervalTimetable("0 2 * * *")
 
 
@@ -27,36 +36,82 @@ def airflow_home(settings: Settings) -> Path:
     return settings.home / "airflow"
 
 
-def _secret(home: Path, name: str) -> str:
-    """A random secret generated once per installation and kept out of the repository."""
+def _secret(home: Path, name: str, generate=lambda: secrets.token_urlsafe(32)) -> str:
+    """A random secret generated once per installation, mode 0600, kept out of the repository."""
     path = home / f".{name}"
     if not path.exists():
         home.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(32))
-        path.chmod(0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(generate())
     return path.read_text().strip()
 
 
-def airflow_environment(settings: Settings, executor: str = "LocalExecutor") -> dict[str, str]:
+def _fernet_key() -> str:
+    from cryptography.fernet import Fernet
+
+    return Fernet.generate_key().decode()
+
+
+def connection_json(url: str) -> str:
+    """``AIRFLOW_CONN_TEXTCLF_DB`` in Airflow's JSON form, from a PostgreSQL URL (its query
+    parameters, e.g. sslmode, become the connection's extras)."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url.replace("postgres://", "postgresql://", 1))
+    conn: dict[str, Any] = {
+        "conn_type": "postgres",
+        "host": parsed.host or "127.0.0.1",
+        "port": parsed.port or 5432,
+        "login": parsed.username or "postgres",
+        "schema": parsed.database,
+    }
+    if parsed.password:
+        conn["password"] = parsed.password
+    if parsed.query:
+        conn["extra"] = {k: v if isinstance(v, str) else v[-1] for k, v in parsed.query.items()}
+    return json.dumps(conn)
+
+
+def airflow_environment(
+    settings: Settings, *, port: int = 8080, host: str = "127.0.0.1"
+) -> dict[str, str]:
+    """The environment of every Airflow process of a local installation (``textclf airflow``,
+    ``textclf run``): metadata database ``textclf_airflow`` on the project's server, this
+    repository's DAGs and plugins, the `textclf_db` connection, secrets kept under AIRFLOW_HOME."""
     url = db.database_url(settings)
     metadata_database = os.environ.get("TEXTCLF_AIRFLOW_DATABASE", AIRFLOW_DATABASE)
-    db.ensure_database(url, metadata_database)
     home = airflow_home(settings)
     home.mkdir(parents=True, exist_ok=True)
     venv_bin = str(Path(sys.executable).parent)
+    base_url = f"http://{host}:{port}"
     env = dict(os.environ)
+    env.pop("TEXTCLF_DATABASE_URL", None)  # inside Airflow the connection is the one source
     env.update({
         "PATH": venv_bin + os.pathsep + env.get("PATH", ""),
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__EXECUTOR": executor,
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        # LocalExecutor forks this many workers up front (Airflow's default, 32, is for big hosts).
+        "AIRFLOW__CORE__PARALLELISM": env.get("AIRFLOW__CORE__PARALLELISM")
+        or str(max(4, os.cpu_count() or 1)),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": db.sqlalchemy_url(url, metadata_database),
         "AIRFLOW__API_AUTH__JWT_SECRET": _secret(home, "jwt_secret"),
         "AIRFLOW__API__SECRET_KEY": _secret(home, "api_secret"),
-        "AIRFLOW__CORE__FERNET_KEY": env.get("AIRFLOW__CORE__FERNET_KEY", ""),
-        "TEXTCLF_DATABASE_URL": url,
+        # Connections and variables made in the UI are stored encrypted with this key.
+        "AIRFLOW__CORE__FERNET_KEY": env.get("AIRFLOW__CORE__FERNET_KEY")
+        or _secret(home, "fernet_key", _fernet_key),
+        "AIRFLOW__CORE__AUTH_MANAGER": SIMPLE_AUTH_MANAGER,
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / PASSWORDS_FILE),
+        "AIRFLOW__API__HOST": host,
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__BASE_URL": base_url,
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base_url}/execution/",
+        f"AIRFLOW_CONN_{db.CONNECTION_ID.upper()}": connection_json(url),
         "TEXTCLF_HOME": str(settings.home),
         "PYTHONPATH": str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
         "HF_HUB_OFFLINE": "1",
@@ -66,16 +121,36 @@ def airflow_environment(settings: Settings, executor: str = "LocalExecutor") -> 
     return env
 
 
+def admin_password(home: Path) -> tuple[str, Path]:
+    """The admin password, generated on first use (mode 0600) where the auth manager reads it."""
+    path = home / PASSWORDS_FILE
+    passwords: dict[str, str] = {}
+    if path.exists():
+        text = path.read_text().strip()
+        passwords = json.loads(text) if text else {}
+    if not passwords.get(ADMIN_USER):
+        passwords[ADMIN_USER] = secrets.token_urlsafe(18)
+        home.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(json.dumps(passwords) + "\n")
+    path.chmod(0o600)
+    return passwords[ADMIN_USER], path
+
+
 def _migrated_marker(home: Path) -> Path:
     return home / ".migrated"
 
 
-def prepare_airflow(settings: Settings, env: dict[str, str] | None = None) -> dict[str, str]:
-    """Metadata database migrated and the `gpu` pool present (each done once)."""
-    env = env or airflow_environment(settings)
+def prepare_airflow(settings: Settings, env: dict[str, str]) -> dict[str, str]:
+    """Metadata database migrated and the `gpu` pool present (each done once per database and
+    Airflow version; the marker holds a hash, never the database URL)."""
     home = Path(env["AIRFLOW_HOME"])
+    db.ensure_database(db.database_url(settings), metadata_database_name(env))
     marker = _migrated_marker(home)
-    stamp = f"{env['AIRFLOW__DATABASE__SQL_ALCHEMY_CONN']}|{airflow_version(env)}"
+    stamp = hashlib.sha256(
+        f"{env['AIRFLOW__DATABASE__SQL_ALCHEMY_CONN']}|{airflow_version()}".encode()
+    ).hexdigest()
     if not marker.exists() or marker.read_text() != stamp:
         subprocess.run(["airflow", "db", "migrate"], env=env, check=True,
                        stdout=subprocess.DEVNULL)
@@ -87,7 +162,15 @@ def prepare_airflow(settings: Settings, env: dict[str, str] | None = None) -> di
     return env
 
 
-def airflow_version(env: dict[str, str]) -> str:
+def metadata_database_name(env: dict[str, str]) -> str:
+    from sqlalchemy.engine import make_url
+
+    name = make_url(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]).database
+    assert name, "the metadata database URL names no database"
+    return name
+
+
+def airflow_version() -> str:
     from importlib.metadata import version
 
     return version("apache-airflow-core")
@@ -105,14 +188,15 @@ def run_dag_for_date(
     day: date,
     conf: str | None = None,
     log_path: Path | None = None,
-) -> subprocess.CompletedProcess:
-    """``airflow dags test textclf_retrain DAY``: the real DAG, in-process, one run."""
-    env = prepare_airflow(settings)
+) -> int:
+    """``airflow dags test textclf_retrain DAY``: the real DAG, in-process, one run; stopping
+    this process (even with SIGKILL) stops the run. Returns the exit status."""
+    env = prepare_airflow(settings, airflow_environment(settings))
     command = ["airflow", "dags", "test", DAG_ID, day.isoformat()]
     if conf:
         command += ["--conf", conf]
     if log_path is None:
-        return subprocess.run(command, env=env)
+        return run_guarded(command, env)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w") as log_file:
-        return subprocess.run(command, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+        return run_guarded(command, env, stdout=log_file)

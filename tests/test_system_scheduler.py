@@ -1,7 +1,8 @@
-"""The real Airflow services (api-server, scheduler with LocalExecutor, dag-processor, triggerer)
-driving textclf_retrain the way an operator does: through the REST API the UI calls.
+"""The real Airflow (``textclf airflow``: airflow standalone with the api-server, scheduler with
+LocalExecutor, dag-processor and triggerer) driving textclf_retrain the way an operator does:
+through the REST API the UI calls.
 
-One set of services per module, on a free port, with an Airflow metadata database of its own
+One Airflow per module, on a free port, with an Airflow metadata database of its own
 (``<test database>_airflow_system``, recreated per run). Every wait has a generous deadline and
 fails fast, with the task log and the tail of the service logs, as soon as a task fails or goes up
 for retry. Only the TF-IDF candidate trains (``dag_run_conf``), to keep it quick on a CPU.
@@ -9,6 +10,7 @@ for retry. Only the TF-IDF candidate trains (``dag_run_conf``), to keep it quick
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from datetime import UTC, datetime, timedelta
@@ -17,11 +19,11 @@ import psycopg2
 import pytest
 from psycopg2 import sql
 
-from conftest import TABLES, fetch, synthetic_corpus
+from airflow_helpers import AirflowStandalone
+from conftest import TABLES, fetch, recreate_database, synthetic_corpus
 from tasks import db, registry
 from tasks.config import load_settings
 from tasks.importer import CsvOptions, Record, import_records
-from tasks.services import AirflowServices, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -36,17 +38,6 @@ BAD_TASK_STATES = {"failed", "upstream_failed", "up_for_retry"}
 
 
 # --- fixtures ------------------------------------------------------------------------------
-
-
-def _recreate(url: str, name: str) -> None:
-    admin = psycopg2.connect(url.rsplit("/", 1)[0] + "/postgres")
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-                    (name,))
-        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
-        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    admin.close()
 
 
 def _truncate(url: str) -> None:
@@ -68,7 +59,7 @@ def _seed(settings, now: datetime) -> None:
         header = ["id", "text", "label", column]
         return header, (
             Record(n, dict(zip(header, [str(n), text, label,
-                                        (start + span * (n - 1) / len(rows)).isoformat()])))
+                                        (start + span * (n - 1) / len(rows)).isoformat()], strict=True)))
             for n, (text, label) in enumerate(rows, start=1)
         )
 
@@ -90,29 +81,26 @@ def system(database_url, tmp_path_factory):
 
     _truncate(database_url)
     airflow_db = f"{make_url(database_url).database}_airflow_system"
-    _recreate(database_url, airflow_db)
+    recreate_database(database_url, airflow_db)
     settings = load_settings(home=tmp_path_factory.mktemp("system") / "home",
                              database_url=database_url)
     now = datetime.now(UTC)
     _seed(settings, now)
 
-    started = time.perf_counter()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TEXTCLF_AIRFLOW_DATABASE", airflow_db)
-        # Only backfills and explicit triggers create runs: with catchup=False the scheduler
-        # would otherwise add the latest nightly run as soon as the DAG is unpaused.
-        services = AirflowServices(
-            settings, free_port(), parallelism=4,
-            extra_env={"AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False"},
-        )
-        with services:
-            healthy = services.wait_healthy(timeout=300)
-            print(f"\nAirflow services healthy {healthy:.0f} s after start "
-                  f"({time.perf_counter() - started:.0f} s with preparation)")
-            response = services.api("PATCH", f"/api/v2/dags/{DAG_ID}", json={"is_paused": False})
-            assert response.status_code == 200, response.text
-            assert response.json()["is_paused"] is False
-            yield services, settings, now
+    # Only backfills and explicit triggers create runs: with catchup=False the scheduler would
+    # otherwise add the latest nightly run as soon as the DAG is unpaused.
+    services = AirflowStandalone(settings.home, database_url, extra_env={
+        "TEXTCLF_AIRFLOW_DATABASE": airflow_db,
+        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+        "AIRFLOW__CORE__PARALLELISM": "4",
+    })
+    with services:
+        healthy = services.wait_healthy(timeout=300)
+        print(f"\nAirflow standalone healthy {healthy:.0f} s after start")
+        response = services.api("PATCH", f"/api/v2/dags/{DAG_ID}", json={"is_paused": False})
+        assert response.status_code == 200, response.text
+        assert response.json()["is_paused"] is False
+        yield services, settings, now
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +127,7 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def backfill(services: AirflowServices, dates: list[datetime], reprocess: str) -> list[dict]:
+def backfill(services: AirflowStandalone, dates: list[datetime], reprocess: str) -> list[dict]:
     body = {
         "dag_id": DAG_ID, "from_date": iso(dates[0]), "to_date": iso(dates[-1]),
         "dag_run_conf": FAST, "reprocess_behavior": reprocess, "max_active_runs": 1,
@@ -166,7 +154,7 @@ def backfill(services: AirflowServices, dates: list[datetime], reprocess: str) -
     return runs
 
 
-def dag_runs(services: AirflowServices, dates: list[datetime] | None = None) -> list[dict]:
+def dag_runs(services: AirflowStandalone, dates: list[datetime] | None = None) -> list[dict]:
     response = services.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns",
                             params={"limit": 100, "order_by": "logical_date"})
     assert response.status_code == 200, response.text
@@ -178,13 +166,13 @@ def dag_runs(services: AirflowServices, dates: list[datetime] | None = None) -> 
     return runs
 
 
-def task_instances(services: AirflowServices, run_id: str) -> list[dict]:
+def task_instances(services: AirflowStandalone, run_id: str) -> list[dict]:
     response = services.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")
     assert response.status_code == 200, response.text
     return response.json()["task_instances"]
 
 
-def task_log(services: AirflowServices, run_id: str, ti: dict, lines: int = 60) -> str:
+def task_log(services: AirflowStandalone, run_id: str, ti: dict, lines: int = 60) -> str:
     response = services.api(
         "GET",
         f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{ti['task_id']}/logs/"
@@ -205,7 +193,7 @@ def task_log(services: AirflowServices, run_id: str, ti: dict, lines: int = 60) 
     return "\n".join(text[-lines:])
 
 
-def diagnose(services: AirflowServices, runs: list[dict]) -> str:
+def diagnose(services: AirflowStandalone, runs: list[dict]) -> str:
     parts = []
     for run in runs:
         tis = task_instances(services, run["dag_run_id"])
@@ -218,7 +206,7 @@ def diagnose(services: AirflowServices, runs: list[dict]) -> str:
     return "\n".join(parts) + "\n" + services.log_tails()
 
 
-def fail_fast(services: AirflowServices, runs: list[dict], what: str) -> None:
+def fail_fast(services: AirflowStandalone, runs: list[dict], what: str) -> None:
     """A failed task or one up for retry fails the test now, not after the DAG's retry delays."""
     for run in runs:
         if run["state"] == "failed" or (run["state"] == "running" and any(
@@ -227,7 +215,7 @@ def fail_fast(services: AirflowServices, runs: list[dict], what: str) -> None:
             pytest.fail(f"{what}: a task failed\n{diagnose(services, runs)}")
 
 
-def wait_for_run(services: AirflowServices, run_id: str) -> dict:
+def wait_for_run(services: AirflowStandalone, run_id: str) -> dict:
     deadline = time.monotonic() + RUN_TIMEOUT
     while True:
         response = services.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")
@@ -273,7 +261,7 @@ def test_backfill_runs_every_date_in_order_and_writes_its_rows(system, first_bac
     assert [r["run_type"] for r in runs] == ["backfill"] * 3
     assert all(r["conf"] == FAST for r in runs)
     # max_active_runs=1: each run starts after the previous one ended (oldest first).
-    for earlier, later in zip(runs, runs[1:]):
+    for earlier, later in itertools.pairwise(runs):
         assert earlier["end_date"] <= later["start_date"], (earlier, later)
     for run in runs:
         run_id = run["dag_run_id"]
