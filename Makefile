@@ -1,14 +1,15 @@
 # Two commands set everything up on a fresh machine:
 #   make demo   - the main job on the embedded default (PostgreSQL started from pgserver)
-#   make test   - the test suite (needs PostgreSQL on 127.0.0.1:5432, or TEXTCLF_TEST_DATABASE_URL)
-# Both create or reuse the virtual environment in .venv.
+#   make test   - the test suite (PostgreSQL on 127.0.0.1:5432, TEXTCLF_TEST_DATABASE_URL, or
+#                 else an embedded server from pgserver, as for the demo)
+# Both create or reuse the virtual environment in .venv. `make lint`: ruff and mypy.
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.textclf-installed
 
-.PHONY: demo test venv bench clean
+.PHONY: demo test lint venv bench clean
 
 venv: $(STAMP)
 
@@ -27,6 +28,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 bench: $(STAMP)
 	$(BIN)/python bench/writeback.py

@@ -15,7 +15,6 @@ it on everything.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import sys

@@ -97,10 +97,10 @@ def extract_snapshot(
         for rows in db.iter_labelled_rows(
             conn, settings.labelled_source, interval_end, window_start, chunk_rows
         ):
-            ids, texts, labels, stamps, weights = (list(col) for col in zip(*rows))
+            ids, texts, labels, stamps, weights = (list(col) for col in zip(*rows, strict=True))
             splits = [split_of(i) for i in ids]
             is_new = [interval_start <= ts < interval_end for ts in stamps]
-            for row_id, text, label, weight in zip(ids, texts, labels, weights):
+            for row_id, text, label, weight in zip(ids, texts, labels, weights, strict=True):
                 content_hash.update(f"{row_id}\x1f{text}\x1f{label}\x1f{weight}\x1e".encode())
             for s in splits:
                 split_rows[s] += 1

@@ -125,7 +125,7 @@ def read_csv_records(
                 previous_line = reader.line_num
                 if not row:
                     continue  # blank line between records: not a data row
-                values: dict[str, str | None] = dict(zip(header, row))
+                values: dict[str, str | None] = dict(zip(header, row, strict=False))  # counted below
                 if len(row) != len(header):
                     values["__field_count__"] = str(len(row))
                 yield Record(start, values)
@@ -240,7 +240,7 @@ class RecordChecker:
             weight = parse_weight(weight_raw)
             if weight is None:
                 return None, Problem(
-                    self.options.weight_column, "invalid weight",
+                    self.options.weight_column or "weight", "invalid weight",
                     f"weight {weight_raw!r} is not a number >= 0",
                 )
         if not ts_raw:
@@ -301,7 +301,7 @@ def import_records(
             row, problem = checker.check(record)
             if row is not None:
                 staged.append(row)
-            else:
+            elif problem is not None:
                 report.reasons[problem.category] += 1
                 rejected.append({
                     "stage": "import", "source": source, "source_row": record.line_no,

@@ -90,7 +90,7 @@ def judge(
             label: champion.per_class[label]["f1"] - ev.per_class.get(label, {"f1": 0.0})["f1"]
             for label in champion.per_class
         }
-        worst_label = max(drops, key=drops.get) if drops else None
+        worst_label = max(drops, key=lambda label: drops[label]) if drops else None
         worst = drops[worst_label] if worst_label else 0.0
         rules.append(RuleResult(
             "no_class_regression",
@@ -116,7 +116,7 @@ def decide(
 ) -> Decision:
     challengers = [c for c in candidates if c.version != champion_version]
     verdicts = [judge(c, champion, snapshot_passed, policy) for c in challengers]
-    qualifying = [c for c, v in zip(challengers, verdicts) if v.qualifies]
+    qualifying = [c for c, v in zip(challengers, verdicts, strict=True) if v.qualifies]
     if not qualifying:
         summary = (
             "no challenger qualified; champion kept"

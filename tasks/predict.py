@@ -32,10 +32,10 @@ def prediction_rows(document_ids, probabilities: np.ndarray, labels, model_versi
     best = probabilities.argmax(axis=1)
     rounded = np.round(probabilities, 6).tolist()
     stamp = logical_date.isoformat() if logical_date else None
-    for doc_id, row, top in zip(document_ids, rounded, best):
+    for doc_id, row, top in zip(document_ids, rounded, best, strict=True):
         yield (
             doc_id, model_version, labels[top], row[top],
-            json.dumps(dict(zip(labels, row))), run_id, stamp,
+            json.dumps(dict(zip(labels, row, strict=True))), run_id, stamp,
         )
 
 
@@ -80,7 +80,7 @@ def predict_texts(settings: Settings, texts: list[str], model_version: int | Non
         {
             "text": text,
             "label": model.labels[int(row.argmax())],
-            "probabilities": {label: float(p) for label, p in zip(model.labels, row)},
+            "probabilities": {label: float(p) for label, p in zip(model.labels, row, strict=True)},
         }
-        for text, row in zip(texts, probabilities)
+        for text, row in zip(texts, probabilities, strict=True)
     ]

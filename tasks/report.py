@@ -100,7 +100,7 @@ def _plot_confusion_matrix(evaluation: ModelEvaluation, path: Path) -> None:
         for (row, col), count in np.ndenumerate(counts):
             if count:
                 colour = "white" if row_share[row, col] > 0.5 else "black"
-                ax.text(col, row, int(count), ha="center", va="center", color=colour, fontsize=7)
+                ax.text(col, row, str(int(count)), ha="center", va="center", color=colour, fontsize=7)
     _save(fig, path)
 
 

@@ -259,7 +259,9 @@ def _run_checkpoint(
         )
         for suite in suites
     ]
-    actions = [UpdateDataDocsAction(name="data_docs", site_names=[DOCS_SITE])] if build_docs else []
+    actions: list[Any] = (
+        [UpdateDataDocsAction(name="data_docs", site_names=[DOCS_SITE])] if build_docs else []
+    )
     checkpoint = context.checkpoints.add(
         gx.Checkpoint(
             name="new_rows",
@@ -417,7 +419,7 @@ def _key(suite: str, expectation: str, column: str | None) -> str:
 def _quarantine_summary(
     suite: gx.ExpectationSuite, quarantined: list[QuarantinedRow]
 ) -> dict[str, dict[str, Any]]:
-    counts = Counter((q.expectation, q.column) for q in quarantined)
+    counts: Counter[tuple[str, str | None]] = Counter((q.expectation, q.column) for q in quarantined)
     results = {}
     for expectation in suite.expectations:
         name, column = expectation.expectation_type, getattr(expectation, "column", None)
@@ -475,7 +477,7 @@ def _failure_message(r) -> str:
     if config.type == KL_DIVERGENCE:
         shown = "infinite" if observed is None else f"{observed:.4f}"
         partition = (result.get("details") or {}).get("observed_partition", {})
-        shares = zip(partition.get("values", []), partition.get("weights", []))
+        shares = zip(partition.get("values", []), partition.get("weights", []), strict=True)
         top = ", ".join(f"{k}: {v:.2f}" for k, v in sorted(shares, key=lambda kv: -kv[1])[:5])
         return (
             f"{head}: observed KL divergence {shown}, expected at most {kwargs['threshold']}; "

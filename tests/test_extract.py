@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from tasks import db
 from tasks.extract import extract_snapshot, read_snapshot, split_of
 from tasks.importer import CsvOptions, Record, import_records
-from tasks import db
 
 START = datetime(2026, 11, 18, 2, tzinfo=UTC)
 END = datetime(2026, 11, 19, 2, tzinfo=UTC)
@@ -16,7 +16,7 @@ def load(settings, rows):
     """rows: (id, text, label, labelled_at)"""
     header = ["id", "text", "label", "labelled_at"]
     records = (
-        Record(n, dict(zip(header, [str(i), text, label, ts.isoformat()])))
+        Record(n, dict(zip(header, [str(i), text, label, ts.isoformat()], strict=True)))
         for n, (i, text, label, ts) in enumerate(rows, start=2)
     )
     with db.connect(settings) as conn:
@@ -60,8 +60,8 @@ def test_splits_are_frozen_as_data_grows(settings, tmp_path):
     second = read_snapshot(
         extract_snapshot(settings, START + day, later_end, tmp_path / "2.parquet").path
     )
-    before = dict(zip(first["id"], first["split"]))
-    after = dict(zip(second["id"], second["split"]))
+    before = dict(zip(first["id"], first["split"], strict=True))
+    after = dict(zip(second["id"], second["split"], strict=True))
     assert len(after) == 1000
     assert all(after[i] == split for i, split in before.items())
     shares = second["split"].value_counts(normalize=True)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from tasks.config import PromotionPolicy
 from tasks.evaluate import Comparison, ModelEvaluation
@@ -17,8 +19,8 @@ def evaluation(name: str, per_class_f1: list[float], latency: float = 10.0) -> M
     return ModelEvaluation(
         name=name, kind=name.split()[-1], labels=LABELS, n=100, accuracy=macro, macro_f1=macro,
         weighted_f1=macro,
-        per_class={l: {"precision": f, "recall": f, "f1": f, "support": 33}
-                   for l, f in zip(LABELS, per_class_f1)},
+        per_class={label: {"precision": f, "recall": f, "f1": f, "support": 33}
+                   for label, f in zip(LABELS, per_class_f1, strict=True)},
         confusion_matrix=[[0] * 3] * 3, log_loss=1.0, ece=0.1, latency_ms_per_1000=latency,
         predictions=[],
     )
@@ -51,7 +53,7 @@ def test_promotion_never_bypasses_a_rule(challenger_f1, champion_f1, ci, min_del
     cand = Candidate(2, chall, comparison(chall, champ, low, low + ci[1]))
     decision = decide([cand], 1, champ, validated, policy)
 
-    worst_drop = max(c - h for c, h in zip(champion_f1, challenger_f1))
+    worst_drop = max(c - h for c, h in zip(champion_f1, challenger_f1, strict=True))
     if decision.action == "promote":
         assert decision.winner == 2
         assert low > min_delta

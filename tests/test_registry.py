@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 
 import psycopg2
 import pytest
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
-from conftest import TABLES, fetch, register_tiny
+from conftest import fetch, register_tiny
 from tasks import registry
 
 
@@ -84,7 +87,7 @@ def test_champion_history_never_overlaps_and_covers_now(settings, tiny_tfidf_dir
         return
     periods = [(h["valid_from"], h["valid_to"] or datetime.max.replace(tzinfo=UTC))
                for h in history]
-    for (_, end), (start, _) in zip(periods, periods[1:]):
+    for (_, end), (start, _) in itertools.pairwise(periods):
         assert end <= start
     assert sum(h["valid_to"] is None for h in history) == 1
     assert registry.current_champion(settings) == expected == history[-1]["model_version"]

@@ -1,6 +1,6 @@
 import json
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -9,7 +9,7 @@ import pytest
 from tasks.validate import ValidationOutcome, ValidationParams, load_suite, validate_snapshot
 
 SUITES = Path(__file__).resolve().parents[1] / "expectations"
-END = datetime(2024, 6, 2, tzinfo=timezone.utc)
+END = datetime(2024, 6, 2, tzinfo=UTC)
 LABELS = ["positive", "negative", "neutral"]
 N_OLD, N_NEW = 300, 200
 

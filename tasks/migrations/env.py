@@ -5,7 +5,9 @@ from sqlalchemy import create_engine, text
 
 MIGRATION_LOCK_KEY = 7_310_001  # any constant; serialises concurrent `textclf db upgrade`
 
-engine = create_engine(context.config.get_main_option("sqlalchemy.url"))
+url = context.config.get_main_option("sqlalchemy.url")
+assert url, "sqlalchemy.url is not configured"
+engine = create_engine(url)
 with engine.connect() as connection:
     connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
     try:
