@@ -71,13 +71,23 @@ class ValidationThresholds:
 
 @dataclass(frozen=True)
 class PromotionPolicy:
-    """When a challenger may replace the champion (all rules must pass)."""
+    """When a challenger may replace the champion (all rules must pass; see tasks.policy)."""
 
     macro_f1_floor: float = 0.5
-    min_delta: float = 0.0
-    max_class_regression: float = 0.05
+    min_delta: float = 0.0  # the challenger must be better than the champion by more than this
+    max_class_regression: float = 0.05  # veto when a class's F1 surely drops by more than this
+    alpha: float = 0.05  # error rate of the whole decision (Holm across challengers)
+    min_class_support: int = 30  # classes with fewer test rows are not judged for regression
     bootstrap_resamples: int = 1000
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.alpha < 0.5:
+            raise ValueError(f"alpha must be in (0, 0.5), got {self.alpha}")
+        if self.bootstrap_resamples < 100:
+            raise ValueError(f"bootstrap_resamples must be at least 100, got {self.bootstrap_resamples}")
+        if self.min_class_support < 0 or self.max_class_regression < 0:
+            raise ValueError("min_class_support and max_class_regression must not be negative")
 
 
 DEFAULT_LABELLED_SOURCE = SourceTable(SCHEMA, "labelled_texts", weight_column="weight")

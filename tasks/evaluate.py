@@ -27,7 +27,6 @@ from tasks.metrics import (
 
 ECE_BINS = 15
 LOG_LOSS_EPS = 1e-15
-EXACT_MCNEMAR_BELOW = 25
 # Resampled index arrays are built in chunks of at most this many elements.
 _BOOTSTRAP_CHUNK_ELEMENTS = 2_000_000
 
@@ -65,7 +64,12 @@ class ModelEvaluation:
 
 @dataclass(kw_only=True)
 class Comparison:
-    """Challenger minus champion macro-F1 with a paired bootstrap interval and McNemar test."""
+    """Challenger minus champion macro-F1 with a paired bootstrap interval and McNemar test.
+
+    The resamples themselves are kept (``diff_resamples``; per class, champion F1 minus
+    challenger F1 in ``class_drop_resamples``) so that the promotion policy can test any margin
+    on the same draws; ``summary()`` leaves them out for the database.
+    """
 
     challenger: str
     champion: str
@@ -79,9 +83,16 @@ class Comparison:
     b: int  # rows only the challenger gets right
     c: int  # rows only the champion gets right
     confidence: float = 0.95
+    diff_resamples: list[float] = field(default_factory=list)
+    class_drop_resamples: dict[str, list[float]] = field(default_factory=dict)
+    class_support: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def summary(self) -> dict[str, Any]:
+        return {k: v for k, v in self.to_dict().items()
+                if k not in ("diff_resamples", "class_drop_resamples")}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Comparison:
@@ -232,16 +243,37 @@ def evaluate_model(
     if batch_size < 1:
         raise ValueError("batch_size must be positive")
     y_true = label_indices(list(true_labels), labels)
-    n, n_labels = len(y_true), len(labels)
+    n = len(y_true)
 
     raw, predict_seconds = _predict_in_batches(model, texts, batch_size)
     if raw.shape != (n, len(model.labels)):
         raise ValueError(
             f"{name}: predict_proba returned shape {raw.shape}, expected {(n, len(model.labels))}"
         )
-    probabilities = align_probabilities(raw, model.labels, labels)
-    y_pred = probabilities.argmax(axis=1)
+    return evaluation_from_probabilities(
+        name, str(model.kind), labels, y_true, align_probabilities(raw, model.labels, labels),
+        latency_ms_per_1000=predict_seconds * 1000.0 / n * 1000.0, size_bytes=size_bytes,
+        train_seconds=train_seconds, peak_memory_bytes=peak_memory_bytes,
+        keep_probabilities=keep_probabilities,
+    )
 
+
+def evaluation_from_probabilities(
+    name: str,
+    kind: str,
+    labels: list[str],
+    y_true: np.ndarray,
+    probabilities: np.ndarray,
+    *,
+    latency_ms_per_1000: float = 0.0,
+    size_bytes: int | None = None,
+    train_seconds: float | None = None,
+    peak_memory_bytes: int | None = None,
+    keep_probabilities: bool = False,
+) -> ModelEvaluation:
+    """Every metric from probabilities whose columns follow ``labels`` (``y_true``: indices)."""
+    n, n_labels = len(y_true), len(labels)
+    y_pred = probabilities.argmax(axis=1)
     confusion = confusion_counts(y_true, y_pred, n_labels)
     true_positives = np.diag(confusion)
     support = confusion.sum(axis=1)
@@ -256,7 +288,7 @@ def evaluate_model(
 
     return ModelEvaluation(
         name=name,
-        kind=str(model.kind),
+        kind=kind,
         labels=labels,
         n=n,
         accuracy=float(correct.mean()),
@@ -274,7 +306,7 @@ def evaluate_model(
         confusion_matrix=confusion.tolist(),
         log_loss=float(-np.log(true_label_probability).mean()),
         ece=expected_calibration_error(confidences, correct),
-        latency_ms_per_1000=predict_seconds * 1000.0 / n * 1000.0,
+        latency_ms_per_1000=latency_ms_per_1000,
         predictions=[int(p) for p in y_pred],
         reliability_bins=reliability_bins(confidences, correct),
         size_bytes=None if size_bytes is None else int(size_bytes),
@@ -317,20 +349,29 @@ def _pattern_to_class_counts(
     return sparse.csr_array((ones, (row_index, column_index)), shape=(n_patterns, 5 * n_labels))
 
 
-def paired_bootstrap_macro_f1(
+@dataclass(frozen=True)
+class PairedBootstrap:
+    """Per-class F1 of models a and b on the same ``n_resamples`` resamples of the rows."""
+
+    class_f1_a: np.ndarray  # (n_resamples, n_labels)
+    class_f1_b: np.ndarray
+
+    @property
+    def macro_f1_diffs(self) -> np.ndarray:
+        """macro-F1(a) - macro-F1(b) of every resample."""
+        return self.class_f1_a.mean(axis=1) - self.class_f1_b.mean(axis=1)
+
+
+def paired_bootstrap(
     y_true: Sequence[int] | np.ndarray,
     pred_a: Sequence[int] | np.ndarray,
     pred_b: Sequence[int] | np.ndarray,
     n_labels: int,
     n_resamples: int = 1000,
     seed: int = 0,
-    confidence: float = 0.95,
-) -> tuple[float, float, float]:
-    """Macro-F1(a) - macro-F1(b) on the full data and its percentile bootstrap interval.
-
-    Both models are scored on the same resampled rows. Resample r uses
-    `bootstrap_indices(rng, n)` as the r-th draw from `np.random.default_rng(seed)`.
-    """
+) -> PairedBootstrap:
+    """Both models scored on the same resampled rows; resample r uses
+    ``bootstrap_indices(rng, n)`` as the r-th draw from ``np.random.default_rng(seed)``."""
     y_true = np.asarray(y_true, dtype=np.int64)
     pred_a = np.asarray(pred_a, dtype=np.int64)
     pred_b = np.asarray(pred_b, dtype=np.int64)
@@ -339,8 +380,6 @@ def paired_bootstrap_macro_f1(
         raise ValueError("y_true, pred_a and pred_b must be non-empty and of equal length")
     if n_resamples < 1:
         raise ValueError("n_resamples must be positive")
-    if not 0.0 < confidence < 1.0:
-        raise ValueError("confidence must lie in (0, 1)")
     every_index = np.concatenate([y_true, pred_a, pred_b])
     if every_index.min() < 0 or every_index.max() >= n_labels:
         raise ValueError(f"labels must be indices in [0, {n_labels})")
@@ -357,7 +396,8 @@ def paired_bootstrap_macro_f1(
 
     rng = np.random.default_rng(seed)
     chunk_size = max(1, _BOOTSTRAP_CHUNK_ELEMENTS // n)
-    diffs = np.empty(n_resamples)
+    f1_a = np.empty((n_resamples, n_labels))
+    f1_b = np.empty((n_resamples, n_labels))
     for chunk_start in range(0, n_resamples, chunk_size):
         chunk = min(chunk_size, n_resamples - chunk_start)
         rows = np.stack([bootstrap_indices(rng, n) for _ in range(chunk)])
@@ -366,14 +406,35 @@ def paired_bootstrap_macro_f1(
         pattern_counts = np.bincount(codes.ravel(), minlength=chunk * n_patterns).reshape(chunk, n_patterns)
         class_counts = np.asarray(pattern_counts @ to_class_counts)
         support, predicted_a, predicted_b, hits_a, hits_b = np.split(class_counts, 5, axis=1)
-        f1_a = f1_from_counts(hits_a, support, predicted_a)
-        f1_b = f1_from_counts(hits_b, support, predicted_b)
-        diffs[chunk_start : chunk_start + chunk] = f1_a.mean(axis=1) - f1_b.mean(axis=1)
+        f1_a[chunk_start : chunk_start + chunk] = f1_from_counts(hits_a, support, predicted_a)
+        f1_b[chunk_start : chunk_start + chunk] = f1_from_counts(hits_b, support, predicted_b)
+    return PairedBootstrap(f1_a, f1_b)
 
+
+def percentile_interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
+    if not 0.0 < confidence < 1.0:
+        raise ValueError("confidence must lie in (0, 1)")
     tail = (1.0 - confidence) / 2.0 * 100.0
-    low, high = np.percentile(diffs, [tail, 100.0 - tail])
+    low, high = np.percentile(values, [tail, 100.0 - tail])
+    return float(low), float(high)
+
+
+def paired_bootstrap_macro_f1(
+    y_true: Sequence[int] | np.ndarray,
+    pred_a: Sequence[int] | np.ndarray,
+    pred_b: Sequence[int] | np.ndarray,
+    n_labels: int,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> tuple[float, float, float]:
+    """Macro-F1(a) - macro-F1(b) on the full data and its percentile bootstrap interval."""
+    if not 0.0 < confidence < 1.0:
+        raise ValueError("confidence must lie in (0, 1)")
+    resamples = paired_bootstrap(y_true, pred_a, pred_b, n_labels, n_resamples, seed)
+    low, high = percentile_interval(resamples.macro_f1_diffs, confidence)
     diff = macro_f1_score(y_true, pred_a, n_labels) - macro_f1_score(y_true, pred_b, n_labels)
-    return float(diff), float(low), float(high)
+    return float(diff), low, high
 
 
 def mcnemar(
@@ -381,25 +442,23 @@ def mcnemar(
     pred_a: Sequence[int] | np.ndarray,
     pred_b: Sequence[int] | np.ndarray,
 ) -> tuple[float, float, int, int]:
-    """McNemar's test on paired correctness: (statistic, p_value, b, c).
+    """Exact McNemar test on paired correctness: (statistic, p_value, b, c).
 
-    b = rows only A gets right, c = rows only B gets right. With b + c < 25 the
-    exact two-sided binomial test is used and the statistic is min(b, c); otherwise
-    chi-square with continuity correction, (|b - c| - 1)^2 / (b + c).
+    b = rows only A gets right, c = rows only B gets right. Under the null each discordant row
+    is A's with probability 1/2, so the two-sided p-value is the exact binomial one,
+    min(1, 2 * P(Binomial(b + c, 1/2) <= min(b, c))), for every count (the chi-square
+    approximation is off for small counts and its continuity correction can exceed 1).
+    The statistic is min(b, c).
     """
     y_true = np.asarray(y_true)
     correct_a = np.asarray(pred_a) == y_true
     correct_b = np.asarray(pred_b) == y_true
     b = int(np.sum(correct_a & ~correct_b))
     c = int(np.sum(~correct_a & correct_b))
-    discordant = b + c
-    if discordant == 0:
+    if b + c == 0:
         return 0.0, 1.0, b, c
-    if discordant < EXACT_MCNEMAR_BELOW:
-        p_value = stats.binomtest(min(b, c), discordant, 0.5, alternative="two-sided").pvalue
-        return float(min(b, c)), float(min(1.0, p_value)), b, c
-    statistic = (abs(b - c) - 1.0) ** 2 / discordant
-    return float(statistic), float(stats.chi2.sf(statistic, df=1)), b, c
+    p_value = min(1.0, 2.0 * float(stats.binom.cdf(min(b, c), b + c, 0.5)))
+    return float(min(b, c)), p_value, b, c
 
 
 def compare(
@@ -416,15 +475,14 @@ def compare(
     if not (challenger.n == champion.n == len(y_true)):
         raise ValueError("evaluations and y_true cover different numbers of rows")
     y = label_indices(y_true, challenger.labels)
-    diff, low, high = paired_bootstrap_macro_f1(
-        y,
-        challenger.predictions,
-        champion.predictions,
-        n_labels=len(challenger.labels),
-        n_resamples=n_resamples,
-        seed=seed,
-        confidence=confidence,
-    )
+    n_labels = len(challenger.labels)
+    resamples = paired_bootstrap(y, challenger.predictions, champion.predictions, n_labels,
+                                 n_resamples, seed)
+    diffs = resamples.macro_f1_diffs
+    low, high = percentile_interval(diffs, confidence)
+    diff = (macro_f1_score(y, challenger.predictions, n_labels)
+            - macro_f1_score(y, champion.predictions, n_labels))
+    drops = resamples.class_f1_b - resamples.class_f1_a  # champion minus challenger, per class
     statistic, p_value, b, c = mcnemar(y, challenger.predictions, champion.predictions)
     return Comparison(
         challenger=challenger.name,
@@ -439,6 +497,10 @@ def compare(
         b=b,
         c=c,
         confidence=confidence,
+        diff_resamples=np.round(diffs, 6).tolist(),
+        class_drop_resamples={label: np.round(drops[:, i], 6).tolist()
+                              for i, label in enumerate(challenger.labels)},
+        class_support={label: int(np.sum(y == i)) for i, label in enumerate(challenger.labels)},
     )
 
 

@@ -20,6 +20,7 @@ from tasks.evaluate import (
     evaluate_all,
     evaluate_model,
     mcnemar,
+    paired_bootstrap,
     paired_bootstrap_macro_f1,
     reliability_bins,
 )
@@ -186,6 +187,23 @@ def test_fast_bootstrap_equals_slow_sklearn_reference(n_labels, n_rows):
     np.testing.assert_allclose(fast, slow, rtol=0, atol=1e-12)
 
 
+def test_per_class_f1_of_every_resample_equals_sklearn():
+    rng = np.random.default_rng(3)
+    y_true = rng.integers(0, 4, size=150)
+    pred_a = np.where(rng.random(150) < 0.7, y_true, rng.integers(0, 4, size=150))
+    pred_b = np.where(rng.random(150) < 0.6, y_true, rng.integers(0, 4, size=150))
+    resamples = paired_bootstrap(y_true, pred_a, pred_b, 4, n_resamples=40, seed=9)
+    draw = np.random.default_rng(9)
+    for r in range(40):
+        rows = bootstrap_indices(draw, 150)
+        for model, f1 in ((pred_a, resamples.class_f1_a[r]), (pred_b, resamples.class_f1_b[r])):
+            expected = metrics.f1_score(y_true[rows], model[rows], labels=range(4), average=None,
+                                        zero_division=0)
+            np.testing.assert_allclose(f1, expected, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(resamples.macro_f1_diffs,
+                               resamples.class_f1_a.mean(1) - resamples.class_f1_b.mean(1))
+
+
 def test_fast_bootstrap_equals_reference_across_chunks(monkeypatch):
     import tasks.evaluate as evaluate
 
@@ -267,25 +285,31 @@ def test_mcnemar_exact_binomial_for_few_discordant_pairs():
     assert p_value == pytest.approx(112 / 1024, rel=1e-12)
 
 
-def test_mcnemar_chi_square_with_continuity_correction():
-    y_true, pred_a, pred_b = paired_predictions(both_right=100, only_a_right=30, only_b_right=10, both_wrong=7)
-
-    statistic, p_value, b, c = mcnemar(y_true, pred_a, pred_b)
-
-    # (|30 - 10| - 1)^2 / 40 = 361 / 40; the chi-square(1) tail is erfc(sqrt(x / 2)).
-    assert (b, c) == (30, 10)
-    assert statistic == pytest.approx(9.025, rel=1e-12)
-    assert p_value == pytest.approx(math.erfc(math.sqrt(9.025 / 2)), rel=1e-9)
+def brute_force_mcnemar_p(b: int, c: int) -> float:
+    """Two-sided exact McNemar by summing binomial probabilities with exact integers."""
+    n, k = b + c, min(b, c)
+    tail = sum(math.comb(n, i) for i in range(k + 1))
+    return min(1.0, 2 * tail / 2**n)
 
 
-def test_mcnemar_switches_to_chi_square_at_25_discordant_pairs():
-    exact = mcnemar(*paired_predictions(0, 20, 4, 0))
-    chi_square = mcnemar(*paired_predictions(0, 21, 4, 0))
+def test_mcnemar_is_exact_for_every_count():
+    for b, c in [(13, 13), (30, 10), (21, 4), (0, 7), (120, 95), (400, 390)]:
+        statistic, p_value, got_b, got_c = mcnemar(*paired_predictions(5, b, c, 3))
+        assert (got_b, got_c, statistic) == (b, c, min(b, c))
+        assert p_value == pytest.approx(brute_force_mcnemar_p(b, c), rel=1e-9), (b, c)
+    # The continuity-corrected chi-square gave 0.845 here; equal counts are no evidence at all.
+    assert mcnemar(*paired_predictions(0, 13, 13, 0))[1] == 1.0
 
-    exact_p = 2 * sum(math.comb(24, i) for i in range(5)) / 2**24
-    assert exact[0] == 4.0
-    assert exact[1] == pytest.approx(exact_p, rel=1e-9)
-    assert chi_square[0] == pytest.approx((17 - 1) ** 2 / 25, rel=1e-12)
+
+@given(st.integers(0, 300), st.integers(0, 300))
+@settings(max_examples=200, deadline=None)
+def test_mcnemar_agrees_with_scipy_binomtest(b, c):
+    from scipy.stats import binomtest
+
+    p_value = mcnemar(*paired_predictions(1, b, c, 1))[1]
+    expected = 1.0 if b + c == 0 else binomtest(min(b, c), b + c, 0.5).pvalue
+    assert p_value == pytest.approx(expected, rel=1e-9, abs=1e-300)
+    assert 0.0 <= p_value <= 1.0
 
 
 def test_mcnemar_without_discordant_pairs_is_not_significant():
