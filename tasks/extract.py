@@ -2,13 +2,16 @@
 
 New rows are those labelled in [start, end); the training snapshot is every row labelled before
 ``end`` (optionally only the last ``snapshot_window_days``). Each row's split comes from a hash
-of its id, so a row never changes split as data grows and every model, champion or challenger,
-is judged on the same frozen test rows.
+of its normalised text (NFKC, case folded, whitespace collapsed), so a row never changes split as data
+grows, every model, champion or challenger, is judged on the same frozen test rows, and
+identical texts always share a split: a duplicate can no longer sit in train with its twin in
+test. The scheme is recorded in the snapshot's fingerprint (``split_scheme``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import unicodedata
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -34,9 +37,21 @@ SNAPSHOT_SCHEMA = pa.schema(
 )
 
 
-def split_of(row_id: object) -> str:
-    """train / validation / test, a pure function of the id."""
-    digest = hashlib.sha256(f"textclf-split:{row_id}".encode()).digest()
+# v1 hashed the row id (identical texts with different ids leaked across splits); v2 the text.
+SPLIT_SCHEME = "normalised-text-sha256-v2"
+
+
+def normalize_text(text: str) -> str:
+    """The form in which texts count as identical: Unicode NFKC, case folded, whitespace
+    collapsed."""
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+def split_of(text: str | None, row_id: object = None) -> str:
+    """train / validation / test, a pure function of the normalised text. A row without text
+    (quarantined by validation anyway) falls back to its id."""
+    key = f"text:{normalize_text(text)}" if isinstance(text, str) else f"id:{row_id}"
+    digest = hashlib.sha256(f"textclf-split:{key}".encode()).digest()
     unit = int.from_bytes(digest[:8], "big") / 2**64
     if unit < TRAIN_SHARE:
         return "train"
@@ -98,7 +113,7 @@ def extract_snapshot(
             conn, settings.labelled_source, interval_end, window_start, chunk_rows
         ):
             ids, texts, labels, stamps, weights = (list(col) for col in zip(*rows, strict=True))
-            splits = [split_of(i) for i in ids]
+            splits = [split_of(text, row_id) for text, row_id in zip(texts, ids, strict=True)]
             is_new = [interval_start <= ts < interval_end for ts in stamps]
             for row_id, text, label, weight in zip(ids, texts, labels, weights, strict=True):
                 content_hash.update(f"{row_id}\x1f{text}\x1f{label}\x1f{weight}\x1e".encode())
@@ -121,7 +136,8 @@ def extract_snapshot(
         snapshot_rows=total,
         new_rows=new,
         split_rows=split_rows,
-        fingerprint={"rows": total, "max_id": last_id, "sha256": content_hash.hexdigest()},
+        fingerprint={"rows": total, "max_id": last_id, "sha256": content_hash.hexdigest(),
+                     "split_scheme": SPLIT_SCHEME},
     )
 
 

@@ -37,6 +37,8 @@ from great_expectations.data_context.types.base import (
     ProgressBarsConfig,
 )
 
+from tasks.extract import normalize_text
+
 logging.getLogger("great_expectations").setLevel(logging.WARNING)
 
 ROW_SUITE_FILE = "labelled_rows.json"
@@ -372,8 +374,8 @@ def _text_indicators(snapshot: pd.DataFrame, is_new: np.ndarray) -> dict[str, np
     Texts are compared normalised (lowercase, whitespace collapsed). Null and blank texts
     never count: the row suite already reports them.
     """
-    text = snapshot["text"].astype("string").reset_index(drop=True)
-    norm = text.str.lower().str.split().str.join(" ")
+    text = snapshot["text"].reset_index(drop=True)
+    norm = text.map(lambda t: normalize_text(t) if isinstance(t, str) else None).astype("string")
     norm = norm.where(norm.str.len() > 0)
 
     # Older rows first, so a new row is a duplicate when its text is already known.

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+
 from tasks import db
-from tasks.extract import extract_snapshot, read_snapshot, split_of
+from tasks.extract import SPLIT_SCHEME, extract_snapshot, normalize_text, read_snapshot, split_of
 from tasks.importer import CsvOptions, Record, import_records
 
 START = datetime(2026, 11, 18, 2, tzinfo=UTC)
@@ -66,7 +70,30 @@ def test_splits_are_frozen_as_data_grows(settings, tmp_path):
     assert all(after[i] == split for i, split in before.items())
     shares = second["split"].value_counts(normalize=True)
     assert 0.75 < shares["train"] < 0.85 and 0.05 < shares["test"] < 0.15
-    assert split_of("42") == split_of(42)  # the id's text form decides
+    assert second["split"].tolist() == [split_of(t) for t in second["text"]]
+
+
+@given(st.text(st.characters(codec="latin-1"), min_size=1, max_size=40).filter(str.strip),
+       st.integers(1, 10**9), st.integers(1, 10**9))
+@hsettings(max_examples=200, deadline=None)
+def test_identical_texts_share_a_split_whatever_their_ids_case_and_spacing(text, id_a, id_b):
+    variant = "  " + text.upper().replace(" ", "\n\t ") + " "
+    assert split_of(text, id_a) == split_of(variant, id_b)
+    assert split_of(None, id_a) == split_of(None, str(id_a))  # no text: the id decides
+
+
+def test_no_text_is_in_two_splits_of_a_snapshot(settings, tmp_path):
+    # 400 distinct texts, each labelled 3 times under different ids (re-annotations, copies),
+    # once in capitals with extra spaces.
+    spellings = ["text number {}", "TEXT  NUMBER {} ", "text number {}"]
+    rows = [(n * 3 + k + 1, spelling.format(n), "ab"[n % 2], START - timedelta(hours=k + 1))
+            for n in range(400) for k, spelling in enumerate(spellings)]
+    load(settings, rows)
+    snapshot = extract_snapshot(settings, START, END, tmp_path / "s.parquet")
+    frame = read_snapshot(snapshot.path)
+    splits_per_text = frame.assign(norm=frame["text"].map(normalize_text)).groupby("norm")["split"].nunique()
+    assert len(splits_per_text) == 400 and (splits_per_text == 1).all()
+    assert snapshot.fingerprint["split_scheme"] == SPLIT_SCHEME
 
 
 def test_fingerprint_changes_with_content_and_reading_is_chunked(settings, tmp_path):
