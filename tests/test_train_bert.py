@@ -26,7 +26,9 @@ from tasks.candidates.bert import BertConfig
 from tasks.pretrained import PretrainedClassifier
 from tasks.train_bert import (
     BertClassifier,
+    MeanPoolingClassifier,
     build_optimizer_grouped_parameters,
+    checkpoint_pooling,
     create_lr_scheduler,
     encode_texts,
     fine_tune,
@@ -293,38 +295,170 @@ def test_gradient_accumulation_averages_instead_of_summing(tiny_checkpoint, tmp_
 # --- resuming --------------------------------------------------------------------------------------------------
 
 
-def test_rerun_with_the_same_checkpoint_dir_resumes_and_continues_the_step_count(tiny_checkpoint, tmp_path):
+class CrashAt(TrainerCallback):
+    """Raises at the end of optimizer step ``step``, as a worker dying mid-epoch would."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise RuntimeError(f"crash injected at step {self.step}")
+
+
+class BatchRecorder:
+    """A DataCollatorWithPadding that records every training batch's texts (token ids), in order."""
+
+    batches: list[list[tuple[int, ...]]] = []
+
+    def __init__(self, tokenizer, **kwargs) -> None:
+        from transformers import DataCollatorWithPadding
+
+        self.collate = DataCollatorWithPadding(tokenizer, **kwargs)
+
+    def __call__(self, features):
+        if all("labels" in f for f in features) and len(features) == 8:
+            BatchRecorder.batches.append([tuple(f["input_ids"]) for f in features])
+        return self.collate(features)
+
+
+def test_a_resumed_run_sees_the_same_rows_and_ends_with_the_same_weights(tiny_checkpoint, tmp_path, monkeypatch):
+    """3 epochs of 8 steps; a crash in epoch 2 after the step-12 checkpoint; the rerun resumes from it."""
+    import tasks.train_bert as train_bert
+
+    monkeypatch.setattr(train_bert, "DataCollatorWithPadding", BatchRecorder)
+    texts, labels = make_corpus(["sport", "finance", "cooking"], rows=64, seed=21)
+    # Distinct lengths, so the length grouping has something to sort.
+    texts = [text + " extra" * (i % 5) for i, text in enumerate(texts)]
+    cfg = tiny_config(tiny_checkpoint, batch_size=8, epochs=3.0, eval_steps=4, save_steps=4,
+                      early_stopping_patience=100, learning_rate=5e-4)
+
+    def run(name: str, callbacks=()):
+        BatchRecorder.batches = []
+        try:
+            # 6 validation rows: evaluation batches (6 rows) are not recorded as training batches.
+            result = fine_tune(texts, labels, texts[:6], labels[:6], ["sport", "finance", "cooking"], cfg,
+                               tmp_path / f"model_{name}", tmp_path / f"checkpoints_{name}", callbacks=callbacks)
+        except RuntimeError:
+            result = None
+        return result, list(BatchRecorder.batches)
+
+    whole, whole_batches = run("whole")
+    assert whole.global_step == 24 and len(whole_batches) == 24
+    epochs = [sorted(b for batch in whole_batches[e * 8:(e + 1) * 8] for b in batch) for e in range(3)]
+    assert epochs[0] == epochs[1] == epochs[2]  # every row once per epoch...
+    assert whole_batches[:8] != whole_batches[8:16]  # ...in a new order each epoch
+
+    crashed, crashed_batches = run("resumed", callbacks=[CrashAt(14)])
+    assert crashed is None and len(crashed_batches) >= 14  # (the loader may have fetched one more)
+    resumed, resumed_batches = run("resumed")
+    assert resumed.global_step == 24
+    assert crashed_batches[:12] + resumed_batches == whole_batches  # steps 13-24 replayed exactly
+
+    first = load_file(whole.output_dir / "model.safetensors")
+    second = load_file(resumed.output_dir / "model.safetensors")
+    assert first.keys() == second.keys()
+    assert all(torch.allclose(first[k], second[k], atol=1e-6) for k in first)
+
+
+def test_rerun_resumes_the_same_job_and_restarts_another(tiny_checkpoint, tmp_path, caplog):
     texts, labels = make_corpus(["sport", "finance"], rows=64, seed=1)
     checkpoints = tmp_path / "checkpoints"
 
-    def run(max_steps: int) -> tuple:
+    def run(max_steps: int, callbacks=(), corpus=(texts, labels), **overrides) -> tuple:
         recorder = Recorder()
         cfg = tiny_config(tiny_checkpoint, batch_size=8, max_steps=max_steps, eval_steps=2, save_steps=2,
-                          early_stopping_patience=100)
-        result = fine_tune(texts, labels, texts[:16], labels[:16], ["sport", "finance"], cfg,
-                           tmp_path / f"model_{max_steps}", checkpoints, callbacks=[recorder])
+                          early_stopping_patience=100, **overrides)
+        try:
+            result = fine_tune(*corpus, texts[:16], labels[:16], ["sport", "finance"], cfg,
+                               tmp_path / f"model_{max_steps}", checkpoints, callbacks=[recorder, *callbacks])
+        except RuntimeError:
+            result = None
         return result, recorder
 
-    first, first_recorder = run(max_steps=4)
-    assert first.global_step == 4 and first_recorder.steps_started_at == [0, 1, 2, 3]
-    assert (checkpoints / "checkpoint-2").is_dir() and (checkpoints / "checkpoint-4").is_dir()
+    crashed, crashed_recorder = run(8, callbacks=[CrashAt(5)])
+    assert crashed is None and crashed_recorder.steps_started_at == [0, 1, 2, 3, 4]
+    assert (checkpoints / "checkpoint-4").is_dir()
 
-    second, second_recorder = run(max_steps=8)
-    assert second_recorder.steps_started_at == [4, 5, 6, 7]  # a restart would run 8 steps from 0
-    assert second.global_step == 8
-    assert (checkpoints / "checkpoint-8").is_dir()
+    resumed, recorder = run(8)
+    assert recorder.steps_started_at == [4, 5, 6, 7]  # a restart would run 8 steps from 0
+    assert resumed.global_step == 8
     state = json.loads((checkpoints / "checkpoint-8" / "trainer_state.json").read_text())
     evaluated_at = [entry["step"] for entry in state["log_history"] if "eval_macro_f1" in entry]
     assert evaluated_at == [2, 4, 6, 8]  # the first run's evaluations carried over
 
-    again, again_recorder = run(max_steps=8)  # e.g. a retried task whose training had finished
+    again, again_recorder = run(8)  # e.g. a retried task whose training had finished
     assert again_recorder.steps_started_at == [] and again.global_step == 8
     assert BertClassifier.load(again.output_dir).labels == ["sport", "finance"]
 
-    other_texts, other_labels = make_corpus(["sport", "finance"], rows=64, seed=11)
-    with pytest.raises(ValueError, match="another training job"):
-        fine_tune(other_texts, other_labels, texts[:16], labels[:16], ["sport", "finance"],
-                  tiny_config(tiny_checkpoint, max_steps=12), tmp_path / "other_model", checkpoints)
+    # Another learning rate (a rerun with new Params), other data, another base model: a new job.
+    for changed in ({"learning_rate": 1e-3}, {"corpus": make_corpus(["sport", "finance"], rows=64, seed=11)}):
+        caplog.clear()
+        fresh, fresh_recorder = run(8, **changed)
+        assert fresh_recorder.steps_started_at[0] == 0 and fresh.global_step == 8
+        assert "holds checkpoints of another training job" in caplog.text
+
+
+class OutOfMemoryAt(TrainerCallback):
+    """Raises CUDA's out-of-memory error on the first step of any run with a micro-batch above ``limit``."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.micro_batches: list[int] = []
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.micro_batches.append(args.per_device_train_batch_size)
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if args.per_device_train_batch_size > self.limit:
+            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+
+
+def test_out_of_memory_halves_the_micro_batch_and_keeps_the_effective_batch(tiny_checkpoint, tmp_path):
+    texts, labels = make_corpus(["sport", "finance"], rows=64, seed=3)
+    cfg = tiny_config(tiny_checkpoint, batch_size=16, epochs=1.0, eval_steps=2, save_steps=2)
+    oom = OutOfMemoryAt(limit=4)
+    result = fine_tune(texts, labels, texts[:8], labels[:8], ["sport", "finance"], cfg,
+                       tmp_path / "model", tmp_path / "checkpoints", callbacks=[oom])
+    assert oom.micro_batches == [16, 8, 4]
+    assert (result.batch_size, result.gradient_accumulation_steps) == (4, 4)
+    assert result.global_step == 4  # 64 rows / effective batch 16, as configured
+    marker = json.loads((tmp_path / "checkpoints" / "textclf_job.json").read_text())
+    assert (marker["batch_size"], marker["gradient_accumulation_steps"]) == (4, 4)
+    with pytest.raises(torch.OutOfMemoryError):
+        fine_tune(texts, labels, texts[:8], labels[:8], ["sport", "finance"], cfg,
+                  tmp_path / "model2", tmp_path / "checkpoints2", callbacks=[OutOfMemoryAt(limit=0)])
+
+
+def test_llrd_refuses_a_model_whose_layers_it_cannot_find():
+    from transformers import AlbertConfig, AlbertForSequenceClassification
+
+    albert = AlbertForSequenceClassification(AlbertConfig(
+        vocab_size=100, embedding_size=16, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
+        intermediate_size=64))
+    with pytest.raises(ValueError, match="cannot find the 4 encoder layers of this albert model"):
+        build_optimizer_grouped_parameters(albert, BertConfig(layerwise_lr_decay=0.9))
+    groups = build_optimizer_grouped_parameters(albert, BertConfig(layerwise_lr_decay=1.0))
+    assert {g["lr"] for g in groups} == {BertConfig().learning_rate}
+
+
+def test_sentence_transformers_checkpoints_keep_their_mean_pooling(tmp_path):
+    packaged = resolve_checkpoint("")
+    assert checkpoint_pooling(packaged) == "mean"  # its 1_Pooling/config.json
+    texts, labels = make_corpus(["sport", "finance"], rows=32, seed=4)
+    cfg = BertConfig(max_length=24, batch_size=16, max_steps=2, eval_steps=2, save_steps=2)
+    result = fine_tune(texts, labels, texts[:8], labels[:8], ["sport", "finance"], cfg,
+                       tmp_path / "model", tmp_path / "checkpoints")
+    assert result.pooling == "mean"
+    saved = sorted(path.name for path in result.output_dir.iterdir())
+    assert {"model.safetensors", "textclf_head.safetensors"} <= set(saved)
+    assert "pooler.dense.weight" not in load_file(result.output_dir / "model.safetensors")
+    classifier = BertClassifier.load(result.output_dir)
+    assert isinstance(classifier.model, MeanPoolingClassifier)
+    # Padding does not change a text's vector: alone or batched with a much longer text.
+    alone = classifier.predict_proba([texts[0]])
+    batched = classifier.predict_proba([texts[0], texts[1] + " more" * 15])
+    np.testing.assert_allclose(alone[0], batched[0], atol=1e-5)
 
 
 def test_early_stopping_keeps_the_best_checkpoint(tiny_checkpoint, tmp_path):

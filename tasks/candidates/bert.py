@@ -10,6 +10,7 @@ from pathlib import Path
 from tasks.candidates.base import CandidateConfig, CandidateKind, TextClassifier, TrainedModel, TrainingJob
 
 SCHEDULES = ("linear", "inverse_sqrt")
+POOLINGS = ("auto", "cls", "mean")
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,8 @@ class BertConfig(CandidateConfig):
     )
     batch_size: int = field(
         default=32,
-        metadata={"help": "Micro-batch size per device; shrunk automatically after a CUDA out-of-memory error."},
+        metadata={"help": "Micro-batch size per device; after a CUDA out-of-memory error it is halved and "
+                  "gradient accumulation doubled (the effective batch stays), and the model records both."},
     )
     epochs: float = field(default=1.0, metadata={"help": "Training epochs (fractions allowed); max_steps overrides."})
     learning_rate: float = field(
@@ -77,12 +79,23 @@ class BertConfig(CandidateConfig):
         default=1, metadata={"help": "Micro-batches accumulated into one optimizer step."}
     )
     seed: int = field(default=42, metadata={"help": "Seed for the head initialisation, data order and dropout."})
+    pooling: str = field(
+        default="auto",
+        metadata={
+            "help": "How a text becomes one vector: 'cls' (the model's own classification head on [CLS]), "
+            "'mean' (mean of the token vectors), or 'auto': 'mean' for sentence-transformers checkpoints "
+            "trained with mean pooling (their [CLS] pooler is untrained), else 'cls'.",
+            "choices": POOLINGS,
+        },
+    )
     max_steps: int = field(
         default=-1, metadata={"help": "If positive, the total number of optimizer steps, overriding epochs."}
     )
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         # TrainingArguments reads warmup_steps >= 1 as a step count, so a ratio must stay below 1.
@@ -107,7 +120,10 @@ def train(job: TrainingJob, config: BertConfig) -> TrainedModel:
         output_dir=job.output_dir, checkpoint_dir=job.checkpoint_dir, progress=job.progress,
     )
     return TrainedModel(
-        params=asdict(config),
+        # What really ran: the micro-batch after an out-of-memory retry, the pooling 'auto' chose.
+        params={**asdict(config), "batch_size": result.batch_size,
+                "gradient_accumulation_steps": result.gradient_accumulation_steps,
+                "pooling": result.pooling},
         metrics={"val_macro_f1": result.best_val_macro_f1, "global_step": result.global_step,
                  "epochs_run": result.epochs_run, "device": result.device,
                  "train_seconds": result.train_seconds},
