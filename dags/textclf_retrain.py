@@ -232,10 +232,12 @@ def textclf_retrain():
                     _options(params))
 
     @task(
-        trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS,
-        doc_md="Candidates and champion on the same frozen test rows; HTML report.",
+        # Runs once every candidate is done, whatever became of each: one failed candidate (a GPU
+        # worker gone, an out-of-memory BERT) must not stop the others from being judged.
+        trigger_rule=TriggerRule.ALL_DONE,
+        doc_md="Candidates that trained and the champion on the same frozen test rows; HTML report.",
     )
-    def evaluate(validation: dict, trained: list, *, run_id=None, params=None):
+    def evaluate(validation, trained: list, *, run_id=None, params=None):
         from tasks.pipeline import evaluate_step
 
         return _run(evaluate_step, _settings(), run_id, validation, trained, _options(params))
@@ -258,17 +260,17 @@ def textclf_retrain():
 
     @task(
         outlets=[PREDICTIONS],
-        trigger_rule=TriggerRule.NONE_FAILED,
-        doc_md="Champion scores new documents (all of them after a promotion).",
+        trigger_rule=TriggerRule.ALL_DONE,
+        doc_md="The champion of this run (its own decision, else that of its date) scores the "
+        "interval's new documents (all of them after a promotion).",
     )
-    def predict(validation: dict, promotion, *, run_id=None, logical_date=None, params=None):
+    def predict(validation, *, run_id=None, logical_date=None, params=None):
         from airflow.sdk.exceptions import AirflowSkipException
 
         from tasks.pipeline import predict_step
 
         result = _run(
             predict_step, _settings(), run_id, logical_date, validation,
-            champion_changed=bool(promotion and promotion.get("promoted")),
             rescore_all=bool(params.get("rescore_all")),
         )
         if result["rows_written"] == 0:
@@ -287,8 +289,24 @@ def textclf_retrain():
         )(validation, kind.name)
         for kind in KINDS.values()
     ]
+    @task(trigger_rule=TriggerRule.ALL_DONE, retries=0,
+          doc_md="The night's verdict: fails the run if any task failed (after the others did "
+          "what they could), naming them.")
+    def finish(*, ti=None, run_id=None):
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from tasks.pipeline import night_verdict
+
+        states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[run_id]).get(run_id, {})
+        failure = night_verdict({t: s for t, s in states.items() if t != ti.task_id},
+                                {f"train_{name}" for name in KINDS})
+        if failure:
+            raise AirflowFailException(failure)
+
     evaluation = evaluate(validation, trained)
-    predict(validation, promote(validation, evaluation))
+    predicted = predict(validation)
+    promote(validation, evaluation) >> predicted
+    [*trained, predicted] >> finish()
 
 
 textclf_retrain()

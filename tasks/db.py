@@ -565,7 +565,7 @@ def model_versions(cur) -> list[dict[str, Any]]:
 
 
 def champion_at(cur, at: datetime | None = None) -> int | None:
-    """The champion version at ``at`` (default: now)."""
+    """The champion version at wall-clock time ``at`` (default: now)."""
     cur.execute(
         """
         SELECT model_version FROM textclf.champion_history
@@ -577,11 +577,48 @@ def champion_at(cur, at: datetime | None = None) -> int | None:
     return row[0] if row else None
 
 
+def champion_of(cur, data_time: datetime) -> int | None:
+    """The champion for data up to ``data_time``: the decision that took effect last at or
+    before it (``effective_from``), whatever happened later."""
+    cur.execute(
+        """
+        SELECT model_version FROM textclf.champion_history
+        WHERE effective_from <= %s
+        ORDER BY effective_from DESC, valid_from DESC
+        LIMIT 1
+        """,
+        (data_time,),
+    )
+    row = cur.fetchone()
+    return row[0] if row else None
+
+
+def current_champion_row(cur) -> dict[str, Any] | None:
+    cur.execute("SELECT * FROM textclf.champion_history WHERE valid_to IS NULL")
+    return _one_dict(cur)
+
+
+RUN_DECISIONS = ("promoted", "kept", "historical")
+
+
+def run_decision(cur, run_id: str) -> dict[str, Any] | None:
+    """The promotion decision a run already took, if any."""
+    cur.execute(
+        """
+        SELECT * FROM textclf.promotion_decisions
+        WHERE run_id = %s AND decision = ANY(%s)
+        ORDER BY id DESC LIMIT 1
+        """,
+        (run_id, list(RUN_DECISIONS)),
+    )
+    return _one_dict(cur)
+
+
 def champion_history(cur) -> list[dict[str, Any]]:
     cur.execute(
         """
-        SELECT h.id, h.model_version, mv.kind, h.valid_from, h.valid_to, h.reason, h.actor,
-               h.decision_id
+        SELECT h.id, h.model_version, mv.kind, h.valid_from, h.valid_to, h.effective_from,
+               h.reason, h.actor, h.decision_id
         FROM textclf.champion_history h
         JOIN textclf.model_versions mv ON mv.version = h.model_version
         ORDER BY h.valid_from
@@ -598,18 +635,22 @@ def record_decision(cur, decision: dict[str, Any]) -> int:
     cur.execute(
         """
         INSERT INTO textclf.promotion_decisions
-            (run_id, decision, champion_before, champion_after, reasons, actor)
+            (run_id, decision, champion_before, champion_after, reasons, actor, interval_end)
         VALUES (%(run_id)s, %(decision)s, %(champion_before)s, %(champion_after)s, %(reasons)s,
-                %(actor)s)
+                %(actor)s, %(interval_end)s)
         RETURNING id
         """,
-        {**decision, "reasons": psycopg2.extras.Json(decision["reasons"])},
+        {"interval_end": None, **decision, "reasons": psycopg2.extras.Json(decision["reasons"])},
     )
     return cur.fetchone()[0]
 
 
-def switch_champion(cur, version: int, reason: str, actor: str, decision_id: int | None) -> None:
-    """Close the open history row and open one for ``version`` at the same instant."""
+def switch_champion(
+    cur, version: int, reason: str, actor: str, decision_id: int | None,
+    effective_from: datetime | None = None,
+) -> None:
+    """Close the open history row and open one for ``version`` at the same instant; it decides
+    for data from ``effective_from`` on (default: now)."""
     cur.execute(
         """
         UPDATE textclf.champion_history SET valid_to = clock_timestamp()
@@ -621,10 +662,12 @@ def switch_champion(cur, version: int, reason: str, actor: str, decision_id: int
     cur.execute(
         """
         INSERT INTO textclf.champion_history
-            (model_version, valid_from, reason, actor, decision_id)
-        VALUES (%s, coalesce(%s, clock_timestamp()), %s, %s, %s)
+            (model_version, valid_from, reason, actor, decision_id, effective_from)
+        VALUES (%(version)s, coalesce(%(closed)s, clock_timestamp()), %(reason)s, %(actor)s,
+                %(decision_id)s, coalesce(%(effective_from)s, %(closed)s, clock_timestamp()))
         """,
-        (version, closed[0] if closed else None, reason, actor, decision_id),
+        {"version": version, "closed": closed[0] if closed else None, "reason": reason,
+         "actor": actor, "decision_id": decision_id, "effective_from": effective_from},
     )
 
 

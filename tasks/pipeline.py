@@ -11,8 +11,9 @@ import json
 import logging
 import math
 import resource
+import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -241,17 +242,19 @@ def train_step(
     config = options.config(settings, kind_name)
     labels = validation["labels"]
     key = registry.training_key(kind_name, asdict(config), labels, validation["fingerprint"])
+    run_dir = settings.run_dir(run_id)
+    checkpoint_dir = settings.home / "checkpoints" / run_dir.name / kind_name
     existing = registry.find_trained(settings, key)
     if existing is not None:
         log.info("same kind, settings, labels, data and code as model version %d: reusing it",
                  existing)
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
         return {"version": existing, "kind": kind_name, "train_seconds": 0.0, "reused": True}
     train, val, _ = load_splits(validation["clean_path"], config.max_train_rows)
-    run_dir = settings.run_dir(run_id)
     job = TrainingJob(
         train=train, validation=val, labels=labels,
         output_dir=run_dir / "candidates" / kind_name,
-        checkpoint_dir=settings.home / "checkpoints" / run_dir.name / kind_name,
+        checkpoint_dir=checkpoint_dir,
         progress=options.progress,
     )
     started = time.perf_counter()
@@ -264,6 +267,7 @@ def train_step(
         train_seconds=train_seconds,
         peak_memory_bytes=trained.peak_memory_bytes or _peak_rss_bytes(), training_key=key,
     )
+    shutil.rmtree(job.checkpoint_dir, ignore_errors=True)  # registered: nothing left to resume
     log.info("registered %s as model version %d (%.1f s)", kind_name, version, train_seconds)
     return {"version": version, "kind": kind_name, "train_seconds": train_seconds}
 
@@ -274,7 +278,7 @@ def train_step(
 def evaluate_step(
     settings: Settings,
     run_id: str,
-    validation: dict,
+    validation: dict | None,
     candidates: Sequence[dict | None],
     options: RunOptions | None = None,
 ) -> dict:
@@ -282,11 +286,15 @@ def evaluate_step(
     from tasks.evaluate import evaluate_all
     from tasks.report import write_report
 
+    if validation is None:
+        raise Skip("the snapshot was not validated (an earlier task failed): nothing to evaluate")
     options = options or RunOptions()
     versions = sorted({c["version"] for c in candidates if c})
     if not versions:
         raise Skip("no candidate was trained in this run")
-    champion = registry.current_champion(settings)
+    # The champion of this run's date: the current one, or for a historical run (a backfill of a
+    # date before the current champion took effect) the one that date had.
+    champion = registry.champion_of(settings, datetime.fromisoformat(validation["interval_end"]))
     _, _, test = load_splits(validation["clean_path"])
     labels = validation["labels"]
     models, rows = {}, {}
@@ -315,7 +323,7 @@ def evaluate_step(
                 "role": "champion" if name == champion_name else "candidate",
                 "test_rows": len(test), "test_fingerprint": test_fingerprint,
                 "metrics": evaluation,
-                "comparison": comparisons[name].to_dict() if name in comparisons else None,
+                "comparison": comparisons[name].summary() if name in comparisons else None,
             })
     curve = (
         _learning_curve(settings, run_id, validation, options)
@@ -387,68 +395,89 @@ def promote_step(
     min_delta: float | None = None,
     dry_run: bool = False,
 ) -> dict:
-    """Apply the promotion policy; records the decision and every reason either way."""
+    """Apply the promotion policy; records the decision and every reason either way.
+
+    Idempotent per run: a retry (or a rerun of the same run id) returns the decision already
+    taken. A historical run (its data interval ends before the current champion took effect)
+    records its decision as "historical" and never changes the champion.
+    """
     from dataclasses import replace
 
     from tasks.evaluate import EvaluationReport
     from tasks.policy import Candidate, decide
 
-    if registry.current_champion(settings) != evaluation["champion"]:
-        # Another run (e.g. a parallel backfill run) promoted since this run's evaluation:
-        # judge the candidates against the champion in place now, on the same test rows.
-        log.warning("champion changed since evaluation (was %s): evaluating again",
-                    evaluation["champion"])
-        evaluation = evaluate_step(settings, run_id, validation, [
-            {"version": v} for v in evaluation["versions"].values() if v != evaluation["champion"]
-        ])
-    report = EvaluationReport.from_dict(json.loads(Path(evaluation["evaluation_path"]).read_text()))
+    interval_end = datetime.fromisoformat(validation["interval_end"])
     policy = settings.promotion if min_delta is None else replace(settings.promotion, min_delta=min_delta)
-    champion = evaluation["champion"]
-    versions = evaluation["versions"]
-    comparisons = {c.challenger: c for c in report.comparisons}
-    candidates = [
-        Candidate(version, report.evaluation(name), comparisons.get(name))
-        for name, version in versions.items()
-        if version != champion
-    ]
-    champion_eval = next(
-        (report.evaluation(n) for n, v in versions.items() if v == champion), None
-    )
-    decision = decide(candidates, champion, champion_eval, validation["status"] == "passed", policy)
-    reasons = decision.to_dict()
-    if decision.action == "promote" and decision.winner is not None and not dry_run:
-        changed = registry.set_champion(
-            settings, decision.winner, reason=decision.summary, actor=actor, run_id=run_id,
-            decision="promoted", reasons=reasons,
+    for _ in range(3):
+        taken = registry.run_decision(settings, run_id)
+        if taken is not None:
+            log.info("run %s already decided: %s", run_id, taken["reasons"].get("summary"))
+            return _promotion_result({**taken, "replayed": True})
+        champion = registry.champion_of(settings, interval_end)
+        if champion != evaluation["champion"]:
+            # Another run promoted since this run's evaluation: judge the candidates against the
+            # champion in place now, on the same test rows.
+            log.warning("champion changed since evaluation (was %s, now %s): evaluating again",
+                        evaluation["champion"], champion)
+            evaluation = evaluate_step(settings, run_id, validation, [
+                {"version": v} for v in evaluation["versions"].values() if v != evaluation["champion"]
+            ])
+        report = EvaluationReport.from_dict(json.loads(Path(evaluation["evaluation_path"]).read_text()))
+        versions = evaluation["versions"]
+        comparisons = {c.challenger: c for c in report.comparisons}
+        candidates = [
+            Candidate(version, report.evaluation(name), comparisons.get(name))
+            for name, version in versions.items()
+            if version != champion
+        ]
+        champion_eval = next((report.evaluation(n) for n, v in versions.items() if v == champion), None)
+        decision = decide(candidates, champion, champion_eval, validation["status"] == "passed", policy)
+        outcome = registry.apply_run_decision(
+            settings, run_id=run_id, interval_end=interval_end, expected_champion=champion,
+            winner=decision.winner if decision.action == "promote" else None,
+            summary=decision.summary, reasons=decision.to_dict(), actor=actor, dry_run=dry_run,
         )
-        log.info("%s", decision.summary)
-        return {"promoted": changed, "champion": decision.winner, "previous": champion,
-                "summary": decision.summary}
-    summary = decision.summary + (" (dry run: evaluate only, nothing promoted)" if dry_run else "")
-    registry.record_kept(settings, run_id=run_id, reasons={**reasons, "summary": summary}, actor=actor)
-    log.info("%s", summary)
-    return {"promoted": False, "champion": champion, "previous": champion, "summary": summary}
+        if outcome is not None:
+            log.info("%s", outcome["reasons"]["summary"])
+            return _promotion_result(outcome)
+    raise RuntimeError("the champion changed three times while this run was being judged; retry it")
+
+
+def _promotion_result(decision: dict) -> dict:
+    return {
+        "decision": decision["decision"],
+        "promoted": decision["decision"] == "promoted",
+        "champion": decision["champion_after"],
+        "previous": decision["champion_before"],
+        "summary": decision["reasons"].get("summary", ""),
+        "replayed": decision.get("replayed", False),
+    }
 
 
 def predict_step(
     settings: Settings,
     run_id: str,
     logical_date: datetime | None,
-    validation: dict,
+    validation: dict | None,
     *,
-    champion_changed: bool,
     rescore_all: bool = False,
 ) -> dict:
-    """Score the interval's new documents with the champion; everything when it changed."""
+    """Score the interval's new documents with the champion of this run; everything when this
+    run promoted it. The champion of a run is the one its own promotion decision left, else (no
+    decision: validation failed, nothing trained) the champion of its date (db.champion_of),
+    so a rerun of any date writes the same rows with the same model version."""
     from tasks.predict import predict_documents
 
+    if validation is None:
+        raise Skip("the snapshot was not extracted and validated (an earlier task failed)")
     start = datetime.fromisoformat(validation["interval_start"])
     end = datetime.fromisoformat(validation["interval_end"])
-
-    champion = registry.current_champion(settings)
+    decision = registry.run_decision(settings, run_id)
+    champion = decision["champion_after"] if decision else registry.champion_of(settings, end)
     if champion is None:
-        raise Skip("there is no champion yet, so nothing can be scored")
-    full = rescore_all or (champion_changed and settings.rescore_on_champion_change)
+        raise Skip(f"there was no champion for data up to {end:%Y-%m-%d %H:%M %Z}, so nothing can be scored")
+    promoted_here = bool(decision and decision["decision"] == "promoted")
+    full = rescore_all or (promoted_here and settings.rescore_on_champion_change)
     stats = predict_documents(
         settings, model_version=champion, run_id=run_id, logical_date=logical_date,
         start=None if full else start, end=end,
@@ -458,6 +487,23 @@ def predict_step(
         stats.documents, champion, "full rescore" if full else "new documents", stats.rows_written,
     )
     return {**asdict(stats), "full_rescore": full}
+
+
+def night_verdict(task_states: Mapping[str, str | None], candidate_tasks: set[str]) -> str | None:
+    """Why the run failed, or None. A failed candidate does not stop the others from being
+    judged or the champion's predictions from being written, but the run is marked failed."""
+    failed = sorted(t for t, s in task_states.items() if s == "failed")
+    if not failed:
+        return None
+    candidates = [t for t in failed if t in candidate_tasks]
+    others = [t for t in failed if t not in candidate_tasks]
+    parts = []
+    if candidates:
+        parts.append(f"candidate task(s) failed: {', '.join(candidates)} (the other candidates were "
+                     "evaluated and the champion's predictions written)")
+    if others:
+        parts.append(f"task(s) failed: {', '.join(others)}")
+    return "; ".join(parts) + "; see textclf.pipeline_events and the task logs"
 
 
 def record_failure(settings: Settings, run_id: str | None, task_id: str | None, message: str) -> None:

@@ -214,14 +214,71 @@ def set_champion(
         return True
 
 
-def record_kept(settings: Settings, *, run_id: str | None, reasons: dict[str, Any], actor: str) -> None:
+def champion_of(settings: Settings, data_time: datetime) -> int | None:
+    """The champion for data up to ``data_time`` (a run's data interval end): see db.champion_of."""
+    with db.connect(settings) as conn, conn.cursor() as cur:
+        return db.champion_of(cur, data_time)
+
+
+def run_decision(settings: Settings, run_id: str) -> dict[str, Any] | None:
+    with db.connect(settings) as conn, conn.cursor() as cur:
+        return db.run_decision(cur, run_id)
+
+
+def apply_run_decision(
+    settings: Settings,
+    *,
+    run_id: str,
+    interval_end: datetime,
+    expected_champion: int | None,
+    winner: int | None,
+    summary: str,
+    reasons: dict[str, Any],
+    actor: str,
+    dry_run: bool = False,
+) -> dict[str, Any] | None:
+    """Record (and apply) a run's promotion decision in one transaction under the champion lock.
+
+    - The run already decided: that decision is returned unchanged (a retry is idempotent).
+    - The current champion took effect after this run's data interval end: the run is
+      historical; its decision is recorded as "historical" and never applied.
+    - The champion is no longer ``expected_champion`` (the one the run was judged against):
+      nothing is written and None is returned, so the caller judges again.
+    - Otherwise ``winner`` (if any, and not a dry run) becomes champion with effect from
+      ``interval_end``, recorded as "promoted"; else "kept".
+    """
     with db.connect(settings) as conn, conn, conn.cursor() as cur:
         db.lock_champion(cur)
-        champion = db.champion_at(cur)
-        db.record_decision(cur, {
-            "run_id": run_id, "decision": "kept", "champion_before": champion,
-            "champion_after": champion, "reasons": reasons, "actor": actor,
-        })
+        taken = db.run_decision(cur, run_id)
+        if taken is not None:
+            return {**taken, "replayed": True}
+        current = db.current_champion_row(cur)
+        record = {"run_id": run_id, "actor": actor, "interval_end": interval_end}
+        if current is not None and current["effective_from"] > interval_end:
+            of_date = db.champion_of(cur, interval_end)
+            summary = (
+                f"historical run: not applied (the current champion, version "
+                f"{current['model_version']}, decides from {current['effective_from']:%Y-%m-%d %H:%M %Z}, "
+                f"after this run's data interval end {interval_end:%Y-%m-%d %H:%M %Z}); the policy said: "
+                f"{summary}"
+            )
+            record.update(decision="historical", champion_before=of_date, champion_after=of_date,
+                          reasons={**reasons, "summary": summary})
+        elif (current["model_version"] if current else None) != expected_champion:
+            return None
+        elif winner is not None and winner != expected_champion and not dry_run:
+            record.update(decision="promoted", champion_before=expected_champion, champion_after=winner,
+                          reasons={**reasons, "summary": summary})
+            decision_id = db.record_decision(cur, record)
+            db.switch_champion(cur, winner, summary, actor, decision_id, effective_from=interval_end)
+            return {**record, "id": decision_id, "replayed": False}
+        else:
+            if dry_run and winner is not None:
+                summary += " (dry run: evaluate only, nothing promoted)"
+            record.update(decision="kept", champion_before=expected_champion,
+                          champion_after=expected_champion, reasons={**reasons, "summary": summary})
+        decision_id = db.record_decision(cur, record)
+        return {**record, "id": decision_id, "replayed": False}
 
 
 def rollback(settings: Settings, *, actor: str, reason: str = "rollback") -> int:

@@ -17,8 +17,10 @@ DAG_FILE = REPO_ROOT / "dags" / "textclf_retrain.py"
 TINY_BERT = {"bert_max_train_rows": 48, "bert_max_length": 24, "bert_epochs": 1}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def dagbag(airflow_ready):
+    """Parsed afresh for every test: dag.test() leaves a run's conf in the in-memory DAG's
+    Params, which would leak into the next test's run."""
     from airflow.dag_processing.dagbag import DagBag
 
     return DagBag(dag_folder=str(DAG_FILE.parent))
@@ -29,7 +31,7 @@ def test_dagbag_imports_without_errors(dagbag):
     dag = dagbag.get_dag("textclf_retrain")
     assert {t.task_id for t in dag.tasks} == {
         "extract", "validate", "train_tfidf", "train_bert", "train_pretrained", "evaluate",
-        "promote", "predict",
+        "promote", "predict", "finish",
     }
     assert dag.max_active_runs == 1 and dag.catchup is False
     assert type(dag.timetable).__name__ == "CronDataIntervalTimetable"
@@ -37,8 +39,13 @@ def test_dagbag_imports_without_errors(dagbag):
     assert (bert.queue, bert.pool) == ("gpu", "gpu")
     for t in dag.tasks:
         assert t.execution_timeout is not None, t.task_id
-        assert t.retries >= 1, t.task_id
+        assert t.retries >= 1 or t.task_id == "finish", t.task_id
     assert dag.get_task("predict").upstream_task_ids == {"promote", "validate"}
+    # One failed candidate does not stop the others from being judged; the verdict comes last.
+    assert dag.get_task("evaluate").trigger_rule == "all_done"
+    assert dag.get_task("finish").upstream_task_ids == {"train_tfidf", "train_bert", "train_pretrained",
+                                                        "predict"}
+    assert dag.leaves == [dag.get_task("finish")]
     assert "frozen test rows" in dag.doc_md
 
 
@@ -150,6 +157,9 @@ def test_end_to_end_runs_promote_predict_and_rerun_changes_nothing(dagbag, clean
     assert predictions == created_before_end == 42  # a promotion rescores every document
     report = settings.run_dir(first.run_id) / "report" / "index.html"
     assert report.is_file()
+    # Registered models leave no checkpoints behind.
+    assert not (settings.home / "checkpoints" / settings.run_dir(first.run_id).name / "bert").exists()
+    assert states["finish"] == "success"
 
     rows_before = fetch(pg, "SELECT * FROM textclf.predictions ORDER BY document_id")
     again = dag.test(logical_date=day, run_conf=TINY_BERT)
@@ -187,3 +197,51 @@ def test_a_bad_batch_skips_training_with_the_reason_and_loses_nothing(dagbag, cl
                             "WHERE stage = 'validation'")[0][0]
     assert quarantined == 36
     assert fetch(pg, "SELECT count(*) FROM textclf.labelled_texts")[0][0] == 180
+
+
+@pytest.mark.slow
+def test_candidates_in_textclf_toml_decide_when_the_form_is_left_empty(dagbag, clean_db, pg, tmp_path,
+                                                                      monkeypatch):
+    from tasks.airflow_env import manual_run_interval
+    from tasks.config import load_settings
+
+    config = tmp_path / "textclf.toml"
+    config.write_text('candidates = ["tfidf"]\n[tfidf]\nc_values = [0.5]\n')
+    monkeypatch.setenv("TEXTCLF_CONFIG", str(config))
+    settings = load_settings(database_url=clean_db)
+    day = datetime(2026, 11, 20, tzinfo=UTC)
+    seed(settings, days=3, per_day=60, end=manual_run_interval(day.date())[1])
+
+    run = dagbag.get_dag("textclf_retrain").test(logical_date=day)  # every Param at its default
+    states = ti_states(run)
+    assert str(run.state) == "success", states
+    assert states["train_tfidf"] == "success" and states["train_bert"] == "skipped"
+    [(kind, params)] = fetch(pg, "SELECT kind, params FROM textclf.model_versions")
+    assert kind == "tfidf" and params["C"] == 0.5  # the configured search space
+
+
+@pytest.mark.slow
+def test_a_failed_candidate_fails_the_run_but_the_others_are_judged_and_predictions_written(
+        dagbag, clean_db, pg):
+    from tasks.airflow_env import manual_run_interval
+    from tasks.config import load_settings
+
+    settings = load_settings(database_url=clean_db)
+    dag = dagbag.get_dag("textclf_retrain")
+    dag.get_task("train_bert").retries = 0  # fail now rather than after the retry delays
+    day = datetime(2026, 11, 20, tzinfo=UTC)
+    seed(settings, days=3, per_day=60, end=manual_run_interval(day.date())[1])
+
+    run = dag.test(logical_date=day, run_conf={**TINY_BERT, "bert_checkpoint": "/no/such/checkpoint"})
+    states = ti_states(run)
+    assert states["train_bert"] == "failed" and states["train_tfidf"] == "success", states
+    assert states["evaluate"] == states["promote"] == states["predict"] == "success", states
+    assert states["finish"] == "failed" and str(run.state) == "failed"
+    [(kind,)] = fetch(pg, "SELECT mv.kind FROM textclf.champion_history h "
+                          "JOIN textclf.model_versions mv ON mv.version = h.model_version")
+    assert kind == "tfidf"
+    assert fetch(pg, "SELECT count(*) FROM textclf.predictions WHERE run_id = %s", (run.run_id,))[0][0] > 0
+    events = dict(fetch(pg, "SELECT task_id, message FROM textclf.pipeline_events WHERE run_id = %s",
+                        (run.run_id,)))
+    assert "no/such/checkpoint" in events["train_bert"]
+    assert "candidate task(s) failed: train_bert" in events["finish"]

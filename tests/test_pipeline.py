@@ -4,7 +4,7 @@ evaluate and promote, and a run without a data interval."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from conftest import fetch, register_tiny
 from tasks import registry
@@ -40,9 +40,12 @@ def test_steps_learning_curve_and_a_champion_changed_during_the_run(settings, pg
     assert (report_dir / "learning_curve.png").is_file()
     assert "learning curve" in (report_dir / "index.html").read_text().lower()
 
-    # Another run promotes a model after this run's evaluation, before its promotion.
+    # Another run (an earlier date's, in parallel) promotes a model after this run's evaluation,
+    # before its promotion.
     other = register_tiny(settings, tiny_tfidf_dir, key="other-run")
-    registry.set_champion(settings, other, reason="other run", actor="test")
+    registry.apply_run_decision(
+        settings, run_id="run-0", interval_end=end - timedelta(days=1), expected_champion=None,
+        winner=other, summary="other run", reasons={}, actor="test")
     result = promote_step(settings, "run-1", validation, evaluation)
     (before, roles), = fetch(
         pg, "SELECT d.champion_before, array_agg(e.role ORDER BY e.role) "

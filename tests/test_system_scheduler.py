@@ -334,7 +334,7 @@ def test_trigger_with_params_takes_effect(system, first_backfill, pg):
     assert "dry run" in reasons["summary"], reasons  # ...but the dry run recorded, not promoted
     [challenger] = [v for v in reasons["verdicts"] if v["qualifies"]]
     [beats] = [r for r in challenger["rules"] if r["rule"] == "beats_champion"]
-    assert "must be > -1.0000" in beats["detail"], beats
+    assert "not above -1.0000" in beats["detail"], beats
     assert registry.current_champion(settings) == champion
     assert fetch(pg, "SELECT DISTINCT kind FROM textclf.model_versions WHERE run_id = %s",
                  (run_id,)) == [("tfidf",)]

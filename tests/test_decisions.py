@@ -1,0 +1,114 @@
+"""The nightly decision across runs, retries and backfills (pipeline steps called as the DAG
+calls them): promote is idempotent per run, a run older than the current champion's decision is
+historical and never changes it, and re-running any date writes the same rows with the same
+model version."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from conftest import fetch
+from tasks import registry
+from tasks.airflow_env import manual_run_interval
+from tasks.errors import Skip
+from tasks.pipeline import (
+    RunOptions,
+    evaluate_step,
+    extract_step,
+    predict_step,
+    promote_step,
+    train_step,
+    validate_step,
+)
+from test_dag import seed
+
+DAY = datetime(2026, 11, 20, tzinfo=UTC)
+
+
+def run_date(settings, day: datetime, run_id: str, *, min_delta=None, max_train_rows=None) -> dict:
+    """One run of the pipeline for logical date ``day`` (TF-IDF only), step by step."""
+    start, end = manual_run_interval(day.date())
+    validation = validate_step(settings, run_id, day, extract_step(settings, run_id, start, end))
+    options = RunOptions(candidates=("tfidf",), max_train_rows=max_train_rows)
+    candidate = train_step(settings, "tfidf", run_id, day, validation, options)
+    evaluation = evaluate_step(settings, run_id, validation, [candidate], options)
+    promotion = promote_step(settings, run_id, validation, evaluation, min_delta=min_delta)
+    prediction = predict_step(settings, run_id, day, validation)
+    return {"validation": validation, "evaluation": evaluation, "promotion": promotion,
+            "prediction": prediction, "candidate": candidate}
+
+
+def decisions(pg, run_id: str) -> list[tuple]:
+    return fetch(pg, "SELECT decision, champion_before, champion_after FROM textclf.promotion_decisions "
+                     "WHERE run_id = %s ORDER BY id", (run_id,))
+
+
+def predictions_of(pg, run_id: str) -> list[tuple]:
+    return fetch(pg, "SELECT document_id, model_version, label, confidence, predicted_at "
+                     "FROM textclf.predictions WHERE run_id = %s ORDER BY document_id", (run_id,))
+
+
+def test_a_retried_promotion_returns_the_decision_already_taken(settings, pg):
+    seed(settings, days=3, per_day=60, end=manual_run_interval(DAY.date())[1])
+    first = run_date(settings, DAY, "run-a")
+    assert first["promotion"]["promoted"] and not first["promotion"]["replayed"]
+    champion = first["promotion"]["champion"]
+
+    # The retry of a promote task whose first try committed the champion change: it must not judge
+    # the winner against itself and report "kept".
+    retry = promote_step(settings, "run-a", first["validation"], first["evaluation"])
+    assert retry == {**first["promotion"], "replayed": True}
+    assert decisions(pg, "run-a") == [("promoted", None, champion)]
+    assert registry.current_champion(settings) == champion
+
+
+def test_backfills_predict_with_the_champion_of_their_date_and_never_change_the_current_one(settings, pg):
+    day1, day2 = DAY - timedelta(days=1), DAY
+    seed(settings, days=4, per_day=60, end=manual_run_interval(day2.date())[1])
+
+    one = run_date(settings, day1, "d1")
+    v1 = one["promotion"]["champion"]
+    rows_d1 = predictions_of(pg, "d1")
+    assert rows_d1 and {r[1] for r in rows_d1} == {v1}
+
+    two = run_date(settings, day2, "d2", min_delta=-1.0)  # more data, a new version, forced in
+    v2 = two["promotion"]["champion"]
+    assert two["promotion"]["promoted"] and v2 != v1
+    [(role, version, same_rows)] = fetch(pg, """
+        SELECT e.role, e.model_version, e.test_fingerprint = c.test_fingerprint
+        FROM textclf.evaluations e JOIN textclf.evaluations c ON c.run_id = e.run_id AND c.role = 'candidate'
+        WHERE e.run_id = 'd2' AND e.role = 'champion'""")
+    assert (role, version, same_rows) == ("champion", v1, True)  # judged on the same test rows
+
+    # Re-running day 1 under its own run id (a clear, a reprocess backfill): same decision, same rows.
+    rerun = run_date(settings, day1, "d1")
+    assert rerun["promotion"] == {**one["promotion"], "replayed": True}
+    assert predictions_of(pg, "d1") == rows_d1
+    assert registry.current_champion(settings) == v2
+
+    # A new run of day 1 (a backfill) whose candidate the policy would promote: historical.
+    late = run_date(settings, day1, "d1-late", min_delta=-1.0, max_train_rows=100)
+    assert late["candidate"]["version"] not in (v1, v2)
+    [(decision, before, after)] = decisions(pg, "d1-late")
+    assert (decision, before, after) == ("historical", v1, v1)
+    [(summary,)] = fetch(pg, "SELECT reasons->>'summary' FROM textclf.promotion_decisions "
+                             "WHERE run_id = 'd1-late'")
+    assert summary.startswith("historical run: not applied") and "promote version" in summary
+    assert late["promotion"]["promoted"] is False
+    assert registry.current_champion(settings) == v2  # never changed by an older date
+    assert late["prediction"]["model_version"] == v1  # the champion of day 1
+    assert predictions_of(pg, "d1") == rows_d1  # identical rows, not even re-stamped
+    assert fetch(pg, "SELECT count(*) FROM textclf.evaluations WHERE run_id = 'd1-late'")[0][0] == 2
+
+    history = registry.champion_history(settings)
+    assert [h["model_version"] for h in history] == [v1, v2]
+    assert history[0]["effective_from"] == manual_run_interval(day1.date())[1]
+
+    # A date before any champion took effect: nothing to score with, and the reason says so.
+    day0 = day1 - timedelta(days=1)
+    start, end = manual_run_interval(day0.date())
+    validation = validate_step(settings, "d0", day0, extract_step(settings, "d0", start, end))
+    with pytest.raises(Skip, match="there was no champion for data up to"):
+        predict_step(settings, "d0", day0, validation)
