@@ -14,18 +14,26 @@ import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tasks.candidates import KINDS, default_candidates
 from tasks.candidates.base import CandidateConfig
 from tasks.errors import ConfigError
 from tasks.typed import coerce, from_mapping
 
+if TYPE_CHECKING:
+    from upath import UPath
+
 __all__ = ["ConfigError", "Settings", "SourceTable", "load_settings"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 SCHEMA = "textclf"
+
+
+def safe_name(run_id: str) -> str:
+    """A run id as a file or folder name."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", run_id)
 
 
 def validate_identifier(value: str, setting: str) -> str:
@@ -113,6 +121,9 @@ class Settings:
     prediction_chunk_rows: int = 5_000
     rescore_on_champion_change: bool = True
     artifact_root: str | None = None  # default $TEXTCLF_HOME/models; any fsspec URI works
+    # Run data every task hands to the next (snapshots, evaluations, reports): default
+    # $TEXTCLF_HOME/runs; with workers on several hosts, a URI they all reach (s3://..., a mount).
+    run_root: str | None = None
 
     def __post_init__(self) -> None:
         unknown = [name for name in self.candidates if name not in KINDS]
@@ -136,19 +147,21 @@ class Settings:
     def models_dir(self) -> Path:
         return self.home / "models"
 
-    @property
-    def runs_dir(self) -> Path:
-        return self.home / "runs"
+    def run_dir(self, run_id: str) -> UPath:
+        """Where this run's data lives (shared storage; see tasks.storage)."""
+        from upath import UPath
 
-    def run_dir(self, run_id: str) -> Path:
-        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", run_id)
-        return self.runs_dir / safe
+        return UPath(self.run_root or self.home / "runs") / safe_name(run_id)
+
+    def scratch_dir(self, run_id: str) -> Path:
+        """Worker-local room for what one task writes for itself (never handed on)."""
+        return self.home / "scratch" / safe_name(run_id)
 
 
 # Top-level keys of textclf.toml that are plain values (tables are handled one by one below).
 _PLAIN_KEYS = (
     "labels", "allow_new_labels", "snapshot_window_days", "candidates", "prediction_chunk_rows",
-    "rescore_on_champion_change", "artifact_root",
+    "rescore_on_champion_change", "artifact_root", "run_root",
 )
 
 
@@ -178,7 +191,7 @@ def settings_from_mapping(raw: dict[str, Any], home: Path, origin: str = "textcl
     hints = {"labels": tuple[str, ...] | None, "allow_new_labels": bool,
              "snapshot_window_days": int | None, "candidates": tuple[str, ...],
              "prediction_chunk_rows": int, "rescore_on_champion_change": bool,
-             "artifact_root": str | None}
+             "artifact_root": str | None, "run_root": str | None}
     values: dict[str, Any] = {"home": home}
     for key in _PLAIN_KEYS:
         if key in raw:

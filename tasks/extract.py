@@ -15,12 +15,16 @@ import unicodedata
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks import db
+from tasks import db, storage
 from tasks.config import Settings
+
+if TYPE_CHECKING:
+    from upath import UPath
 
 TRAIN_SHARE = 0.8
 VALIDATION_SHARE = 0.1
@@ -91,7 +95,7 @@ def extract_snapshot(
     settings: Settings,
     interval_start: datetime,
     interval_end: datetime,
-    out_path: Path,
+    out_path: str | Path | UPath,
     chunk_rows: int = 10_000,
 ) -> Snapshot:
     """Stream the snapshot from PostgreSQL into a Parquet file, chunk by chunk."""
@@ -102,13 +106,14 @@ def extract_snapshot(
         if settings.snapshot_window_days
         else None
     )
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = out_path.with_suffix(".partial")
+    out_path = storage.ensure_parent(storage.upath(out_path))
+    tmp_path = out_path.with_name(out_path.name + ".partial")
     content_hash = hashlib.sha256()
     total = new = 0
     last_id = None
     split_rows = {"train": 0, "validation": 0, "test": 0}
-    with db.connect(settings) as conn, pq.ParquetWriter(tmp_path, SNAPSHOT_SCHEMA) as writer:
+    with (db.connect(settings) as conn, tmp_path.open("wb") as sink,
+          pq.ParquetWriter(sink, SNAPSHOT_SCHEMA) as writer):
         for rows in db.iter_labelled_rows(
             conn, settings.labelled_source, interval_end, window_start, chunk_rows
         ):
@@ -128,7 +133,7 @@ def extract_snapshot(
                     schema=SNAPSHOT_SCHEMA,
                 )
             )
-    tmp_path.replace(out_path)
+    storage.move(tmp_path, out_path)
     return Snapshot(
         path=str(out_path),
         interval_start=interval_start,
@@ -141,6 +146,6 @@ def extract_snapshot(
     )
 
 
-def read_snapshot(path: str | Path):
-    """The snapshot as a pandas DataFrame."""
-    return pq.read_table(path).to_pandas()
+def read_snapshot(path: str | Path | UPath):
+    """The snapshot (a local path or any fsspec URI) as a pandas DataFrame."""
+    return storage.read_parquet(str(path))

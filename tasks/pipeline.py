@@ -16,13 +16,12 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-from tasks import db, registry
+from tasks import db, registry, storage
 from tasks.candidates import get_kind
 from tasks.candidates.base import CandidateConfig, TrainingJob
-from tasks.config import Settings
+from tasks.config import Settings, safe_name
 from tasks.errors import Skip
 from tasks.typed import replace_checked
 
@@ -80,6 +79,7 @@ def validate_step(
     snap = Snapshot.from_dict(snapshot)
     frame = read_snapshot(snap.path)
     run_dir = settings.run_dir(run_id)
+    scratch = settings.scratch_dir(run_id)
     with db.connect(settings) as conn, conn, conn.cursor() as cur:
         labels = resolve_label_set(settings, cur, frame["label"], run_id)
     thresholds = settings.validation
@@ -96,10 +96,14 @@ def validate_step(
             allow_new_labels=settings.allow_new_labels,
         ),
         settings.expectations_dir,
-        data_docs_dir=run_dir / "data_docs",
+        data_docs_dir=scratch / "data_docs",
     )
     clean_path = run_dir / "clean.parquet"
-    outcome.clean.to_parquet(clean_path, index=False)
+    storage.write_parquet(outcome.clean, clean_path)
+    data_docs = None
+    if outcome.data_docs_path is not None:
+        storage.upload_tree(scratch / "data_docs", run_dir / "data_docs")
+        data_docs = str(run_dir / "data_docs" / outcome.data_docs_path.name)
     if outcome.new_labels:
         labels = sorted(set(labels) | set(outcome.new_labels))
     source = settings.labelled_source.qualified_name
@@ -131,7 +135,7 @@ def validate_step(
             "quarantined_rows": len(outcome.quarantined_ids),
             "failures": outcome.failures, "results": outcome.results,
             "fingerprint": snap.fingerprint,
-            "data_docs_path": str(outcome.data_docs_path) if outcome.data_docs_path else None,
+            "data_docs_path": data_docs,
             "snapshot_path": snap.path,
         })
     for failure in outcome.failures:
@@ -145,7 +149,7 @@ def validate_step(
         "snapshot_rows": outcome.snapshot_rows,
         "quarantined_rows": len(outcome.quarantined_ids),
         "fingerprint": snap.fingerprint,
-        "data_docs": str(outcome.data_docs_path) if outcome.data_docs_path else None,
+        "data_docs": data_docs,
         "interval_start": snap.interval_start.isoformat(),
         "interval_end": snap.interval_end.isoformat(),
     }
@@ -242,8 +246,7 @@ def train_step(
     config = options.config(settings, kind_name)
     labels = validation["labels"]
     key = registry.training_key(kind_name, asdict(config), labels, validation["fingerprint"])
-    run_dir = settings.run_dir(run_id)
-    checkpoint_dir = settings.home / "checkpoints" / run_dir.name / kind_name
+    checkpoint_dir = settings.home / "checkpoints" / safe_name(run_id) / kind_name
     existing = registry.find_trained(settings, key)
     if existing is not None:
         log.info("same kind, settings, labels, data and code as model version %d: reusing it",
@@ -253,7 +256,7 @@ def train_step(
     train, val, _ = load_splits(validation["clean_path"], config.max_train_rows)
     job = TrainingJob(
         train=train, validation=val, labels=labels,
-        output_dir=run_dir / "candidates" / kind_name,
+        output_dir=settings.scratch_dir(run_id) / "candidates" / kind_name,
         checkpoint_dir=checkpoint_dir,
         progress=options.progress,
     )
@@ -330,17 +333,19 @@ def evaluate_step(
         if options.learning_curve else None
     )
     run_dir = settings.run_dir(run_id)
-    (run_dir / "evaluation.json").write_text(json.dumps(report.to_dict()))
+    storage.write_text(run_dir / "evaluation.json", json.dumps(report.to_dict()))
+    local_report = settings.scratch_dir(run_id) / "report"
     page = write_report(
-        run_dir / "report", report, title=f"textclf run {run_id}", learning_curve=curve,
+        local_report, report, title=f"textclf run {run_id}", learning_curve=curve,
         extra={"test rows": len(test), "test fingerprint": test_fingerprint,
                "data fingerprint": validation["fingerprint"]},
     )
+    storage.upload_tree(local_report, run_dir / "report")
     for ev in report.evaluations:
         log.info("%s: macro-F1 %.4f accuracy %.4f", ev.name, ev.macro_f1, ev.accuracy)
     return {
         "evaluation_path": str(run_dir / "evaluation.json"),
-        "report": str(page),
+        "report": str(run_dir / "report" / page.name),
         "versions": {name: row["version"] for name, row in rows.items()},
         "champion": champion,
         "leaderboard": sorted(
@@ -367,7 +372,7 @@ def _learning_curve(settings: Settings, run_id: str, validation: dict, options: 
     train, val, test = load_splits(validation["clean_path"])
     labels = validation["labels"]
     kinds = [k for k in options.enabled(settings) if get_kind(k).learns_from_data]
-    scratch = settings.run_dir(run_id) / "learning_curve"
+    scratch = settings.scratch_dir(run_id) / "learning_curve"
 
     def train_and_score(kind_name: str, fraction: float):
         subset = train.sample(frac=fraction, random_state=0) if fraction < 1 else train
@@ -422,7 +427,7 @@ def promote_step(
             evaluation = evaluate_step(settings, run_id, validation, [
                 {"version": v} for v in evaluation["versions"].values() if v != evaluation["champion"]
             ])
-        report = EvaluationReport.from_dict(json.loads(Path(evaluation["evaluation_path"]).read_text()))
+        report = EvaluationReport.from_dict(json.loads(storage.read_text(evaluation["evaluation_path"])))
         versions = evaluation["versions"]
         comparisons = {c.challenger: c for c in report.comparisons}
         candidates = [

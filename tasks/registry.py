@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import subprocess
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from tasks import db
+from tasks import db, storage
 from tasks.candidates import KINDS, get_kind
 from tasks.config import REPO_ROOT, Settings
 
@@ -54,25 +53,7 @@ def artifact_checksum(directory) -> tuple[str, int]:
 
 
 def artifact_root(settings: Settings):
-    from upath import UPath
-
-    root = settings.artifact_root or str(settings.models_dir)
-    return UPath(root)
-
-
-def _copy_tree(source: Path, destination) -> None:
-    if destination.exists():
-        if hasattr(destination, "fs") and destination.protocol not in ("", "file", "local"):
-            destination.fs.rm(destination.path, recursive=True)
-        else:
-            shutil.rmtree(destination)
-    for path in sorted(source.rglob("*")):
-        target = destination / path.relative_to(source).as_posix()
-        if path.is_dir():
-            target.mkdir(parents=True, exist_ok=True)
-        else:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(path.read_bytes())
+    return storage.upath(settings.artifact_root or settings.models_dir)
 
 
 def register_model(
@@ -103,7 +84,7 @@ def register_model(
             "peak_memory_bytes": peak_memory_bytes, "training_key": training_key,
         })
         destination = artifact_root(settings) / str(version)
-        _copy_tree(staged_dir, destination)
+        storage.upload_tree(staged_dir, destination)
         db.set_model_artifact(cur, version, str(destination), sha256, size)
     return version
 
@@ -129,30 +110,14 @@ def find_trained(settings: Settings, key: str) -> int | None:
     return row["version"]
 
 
-def _local_copy(settings: Settings, uri: str, version: int) -> Path:
-    from upath import UPath
-
-    source = UPath(uri)
-    if source.protocol in ("", "file", "local"):
-        return Path(source.path)
-    cache = settings.home / "cache" / "models" / str(version)
-    if cache.exists():
-        shutil.rmtree(cache)
-    for path in source.rglob("*"):
-        if path.is_file():
-            target = cache / path.relative_to(source).as_posix()
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(path.read_bytes())
-    return cache
-
-
 def fetch_artifact(settings: Settings, version: int) -> tuple[dict[str, Any], Path]:
     """The version's row and a verified local directory holding its artifact."""
     with db.connect(settings) as conn, conn.cursor() as cur:
         row = db.model_version(cur, version)
     if row is None:
         raise RegistryError(f"model version {version} does not exist")
-    local = _local_copy(settings, row["artifact_uri"], version)
+    local = storage.local_tree(storage.upath(row["artifact_uri"]),
+                               settings.home / "cache" / "models" / str(version))
     if not local.is_dir():
         raise RegistryError(f"artifact of model version {version} is missing at {row['artifact_uri']}")
     sha256, _ = artifact_checksum(local)
