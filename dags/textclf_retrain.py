@@ -12,8 +12,9 @@ Every night at 02:00 UTC, for the data interval that just closed:
 4. **evaluate** every candidate and the current champion on the same frozen test rows
    (paired-bootstrap interval, McNemar), with an HTML study report;
 5. **promote** the winner under the promotion policy (every reason is stored);
-6. **predict**: the champion scores the interval's new documents into `textclf.predictions`
-   (everything, when the champion changed).
+6. **plan_predictions** / **predict** (mapped over id ranges; on the `gpu` queue for a BERT
+   champion) / **publish_predictions**: the champion of the run scores the interval's new
+   documents into `textclf.predictions` (everything, when this run promoted it).
 
 Predictions are tasks of this DAG rather than a separate asset-triggered DAG: what a run
 writes is a function of (the interval's documents, the champion decided in that same run), so
@@ -259,24 +260,39 @@ def textclf_retrain():
         return result
 
     @task(
-        outlets=[PREDICTIONS],
         trigger_rule=TriggerRule.ALL_DONE,
-        doc_md="The champion of this run (its own decision, else that of its date) scores the "
-        "interval's new documents (all of them after a promotion).",
+        doc_md="Which documents the champion of this run (its own decision, else that of its date) "
+        "scores: the interval's new ones, all after a promotion; split into id ranges. One planning "
+        "task per device: the other one's list is empty, so no GPU worker is needed for a CPU model.",
     )
-    def predict(validation, *, run_id=None, logical_date=None, params=None):
+    def plan_predictions(validation, device: str, *, run_id=None, params=None):
+        from tasks.pipeline import plan_predictions_step
+
+        plan = _run(plan_predictions_step, _settings(), run_id, validation,
+                    rescore_all=bool(params.get("rescore_all")))
+        return plan[device]
+
+    @task(map_index_template="{{ partition_label }}",
+          doc_md="Score one id range of documents; a retry rewrites only what is missing.")
+    def predict(partition: dict, *, run_id=None, logical_date=None):
+        from airflow.sdk import get_current_context
+
+        from tasks.pipeline import predict_partition_step
+
+        get_current_context()["partition_label"] = (
+            f"ids {partition['id_from'] or 'start'} to {partition['id_to'] or 'end'}")
+        return predict_partition_step(_settings(), run_id, logical_date, partition)
+
+    @task(outlets=[PREDICTIONS], trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS,
+          doc_md="Totals of the scored partitions; the predictions asset event when rows changed.")
+    def publish_predictions(on_cpu, on_gpu):
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from tasks.pipeline import predict_step
+        from tasks.pipeline import summarize_predictions
 
-        result = _run(
-            predict_step, _settings(), run_id, logical_date, validation,
-            rescore_all=bool(params.get("rescore_all")),
-        )
+        result = _run(summarize_predictions, [*(on_cpu or []), *(on_gpu or [])])
         if result["rows_written"] == 0:
-            raise AirflowSkipException(
-                f"{result['documents']} documents scored, predictions unchanged"
-            )
+            raise AirflowSkipException(f"{result['documents']} documents scored, predictions unchanged")
         yield Metadata(PREDICTIONS, {"model_version": result["model_version"],
                                      "rows_written": result["rows_written"]})
         return result
@@ -304,9 +320,15 @@ def textclf_retrain():
             raise AirflowFailException(failure)
 
     evaluation = evaluate(validation, trained)
-    predicted = predict(validation)
-    promote(validation, evaluation) >> predicted
-    [*trained, predicted] >> finish()
+    promoted = promote(validation, evaluation)
+    cpu_ranges = plan_predictions.override(task_id="plan_predictions")(validation, "cpu")
+    gpu_ranges = plan_predictions.override(task_id="plan_predictions_gpu")(validation, "gpu")
+    promoted >> [cpu_ranges, gpu_ranges]
+    on_cpu = predict.expand(partition=cpu_ranges)
+    # A champion whose kind needs a GPU (BERT) scores on the GPU workers.
+    on_gpu = predict.override(task_id="predict_gpu", queue="gpu", pool="gpu").expand(partition=gpu_ranges)
+    published = publish_predictions(on_cpu, on_gpu)
+    [*trained, published] >> finish()
 
 
 textclf_retrain()

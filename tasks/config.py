@@ -118,7 +118,9 @@ class Settings:
     candidates: tuple[str, ...] = field(default_factory=default_candidates)
     # One typed config per candidate kind, from the [<kind>] tables; defaults where absent.
     candidate_configs: dict[str, CandidateConfig] = field(default_factory=dict)
-    prediction_chunk_rows: int = 5_000
+    prediction_chunk_rows: int = 5_000  # documents scored and written per transaction
+    prediction_partition_rows: int = 250_000  # documents per mapped scoring task, about
+    max_prediction_partitions: int = 16
     rescore_on_champion_change: bool = True
     artifact_root: str | None = None  # default $TEXTCLF_HOME/models; any fsspec URI works
     # Run data every task hands to the next (snapshots, evaluations, reports): default
@@ -161,6 +163,7 @@ class Settings:
 # Top-level keys of textclf.toml that are plain values (tables are handled one by one below).
 _PLAIN_KEYS = (
     "labels", "allow_new_labels", "snapshot_window_days", "candidates", "prediction_chunk_rows",
+    "prediction_partition_rows", "max_prediction_partitions",
     "rescore_on_champion_change", "artifact_root", "run_root",
 )
 
@@ -191,6 +194,7 @@ def settings_from_mapping(raw: dict[str, Any], home: Path, origin: str = "textcl
     hints = {"labels": tuple[str, ...] | None, "allow_new_labels": bool,
              "snapshot_window_days": int | None, "candidates": tuple[str, ...],
              "prediction_chunk_rows": int, "rescore_on_champion_change": bool,
+             "prediction_partition_rows": int, "max_prediction_partitions": int,
              "artifact_root": str | None, "run_root": str | None}
     values: dict[str, Any] = {"home": home}
     for key in _PLAIN_KEYS:

@@ -721,28 +721,62 @@ PREDICTION_COLUMNS = (
 )
 
 
+def _document_scope(
+    source: SourceTable, start: datetime | None, end: datetime | None,
+    id_from: int | None = None, id_to: int | None = None,
+) -> sql.Composed:
+    """WHERE clause: created in [start, end) and id in [id_from, id_to) (None: unbounded)."""
+    conditions = [sql.SQL("TRUE")]
+    ts, id_ = _ident(source.timestamp_column), _ident(source.id_column)
+    if start is not None:
+        conditions.append(sql.SQL("{} >= %(start)s").format(ts))
+    if end is not None:
+        conditions.append(sql.SQL("{} < %(end)s").format(ts))
+    if id_from is not None:
+        conditions.append(sql.SQL("{} >= %(id_from)s").format(id_))
+    if id_to is not None:
+        conditions.append(sql.SQL("{} < %(id_to)s").format(id_))
+    return sql.SQL(" AND ").join(conditions)
+
+
+def document_id_bounds(
+    cur, source: SourceTable, start: datetime | None, end: datetime | None, parts: int
+) -> tuple[int, list[int]]:
+    """(documents in scope, ids cutting them into ``parts`` ranges of about equal size)."""
+    cur.execute(
+        sql.SQL(
+            """
+            SELECT count(*), percentile_disc(%(cuts)s::float8[]) WITHIN GROUP (ORDER BY {id})
+            FROM {table} WHERE {where}
+            """
+        ).format(id=_ident(source.id_column), table=_table(source),
+                 where=_document_scope(source, start, end)),
+        {"start": start, "end": end, "cuts": [i / parts for i in range(1, parts)] or [0.5]},
+    )
+    count, cuts = cur.fetchone()
+    return count, sorted(set(cuts or [])) if parts > 1 else []
+
+
 def iter_documents(
     conn,
     source: SourceTable,
     start: datetime | None,
     end: datetime | None,
     chunk_rows: int,
+    id_from: int | None = None,
+    id_to: int | None = None,
 ) -> Iterator[list[tuple]]:
-    """(id, text) of documents created in [start, end) (None: unbounded), in id order."""
-    conditions = [sql.SQL("TRUE")]
-    if start is not None:
-        conditions.append(sql.SQL("{} >= %(start)s").format(_ident(source.timestamp_column)))
-    if end is not None:
-        conditions.append(sql.SQL("{} < %(end)s").format(_ident(source.timestamp_column)))
+    """(id, text) of documents created in [start, end) with id in [id_from, id_to) (None:
+    unbounded), in id order."""
     query = sql.SQL("SELECT {id}, {text} FROM {table} WHERE {where} ORDER BY {id}").format(
         id=_ident(source.id_column),
         text=_ident(source.text_column),
         table=_table(source),
-        where=sql.SQL(" AND ").join(conditions),
+        where=_document_scope(source, start, end, id_from, id_to),
     )
     with conn.cursor(name="textclf_documents") as cur:
         cur.itersize = chunk_rows
-        cur.execute(query, {"start": start, "end": end})
+        cur.execute(query, {"start": start, "end": end, "id_from": id_from, "id_to": id_to})
         while True:
             rows = cur.fetchmany(chunk_rows)
             if not rows:

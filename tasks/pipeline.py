@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from tasks import db, registry, storage
-from tasks.candidates import get_kind
+from tasks.candidates import KINDS, get_kind
 from tasks.candidates.base import CandidateConfig, TrainingJob
 from tasks.config import Settings, safe_name
 from tasks.errors import Skip
@@ -459,20 +459,21 @@ def _promotion_result(decision: dict) -> dict:
     }
 
 
-def predict_step(
+def plan_predictions_step(
     settings: Settings,
     run_id: str,
-    logical_date: datetime | None,
     validation: dict | None,
     *,
     rescore_all: bool = False,
 ) -> dict:
-    """Score the interval's new documents with the champion of this run; everything when this
-    run promoted it. The champion of a run is the one its own promotion decision left, else (no
-    decision: validation failed, nothing trained) the champion of its date (db.champion_of),
-    so a rerun of any date writes the same rows with the same model version."""
-    from tasks.predict import predict_documents
+    """Which model scores which documents: the champion of this run scores the interval's new
+    documents, or all of them when this run promoted it, split into id ranges of about
+    ``prediction_partition_rows`` documents (one for small data), one mapped task each; a champion
+    whose kind needs a GPU scores on the GPU queue.
 
+    The champion of a run is the one its own promotion decision left, else (no decision:
+    validation failed, nothing trained) the champion of its date (db.champion_of), so a rerun
+    of any date writes the same rows with the same model version."""
     if validation is None:
         raise Skip("the snapshot was not extracted and validated (an earlier task failed)")
     start = datetime.fromisoformat(validation["interval_start"])
@@ -483,15 +484,67 @@ def predict_step(
         raise Skip(f"there was no champion for data up to {end:%Y-%m-%d %H:%M %Z}, so nothing can be scored")
     promoted_here = bool(decision and decision["decision"] == "promoted")
     full = rescore_all or (promoted_here and settings.rescore_on_champion_change)
+    scope_start = None if full else start
+    wanted = max(1, settings.max_prediction_partitions)
+    with db.connect(settings) as conn, conn.cursor() as cur:
+        documents, _ = db.document_id_bounds(cur, settings.documents_source, scope_start, end, 1)
+        parts = max(1, min(wanted, math.ceil(documents / max(1, settings.prediction_partition_rows))))
+        _, cuts = db.document_id_bounds(cur, settings.documents_source, scope_start, end, parts)
+    bounds = [None, *cuts, None]
+    partitions = [
+        {"index": i, "model_version": champion, "id_from": bounds[i], "id_to": bounds[i + 1],
+         "start": scope_start.isoformat() if scope_start else None, "end": end.isoformat(),
+         "full_rescore": full}
+        for i in range(len(bounds) - 1)
+    ]
+    kind = registry.model_kind(settings, champion)
+    on_gpu = get_kind(kind).needs_gpu if kind in KINDS else False
+    log.info("model version %d (%s) scores %d documents (%s) in %d partition(s)%s", champion, kind,
+             documents, "full rescore" if full else "new documents", len(partitions),
+             " on the GPU queue" if on_gpu else "")
+    return {"model_version": champion, "documents": documents, "full_rescore": full,
+            "cpu": [] if on_gpu else partitions, "gpu": partitions if on_gpu else []}
+
+
+def predict_partition_step(
+    settings: Settings, run_id: str, logical_date: datetime | None, partition: dict
+) -> dict:
+    """Score one id range; each chunk is its own transaction, so a retry converges."""
+    from tasks.predict import predict_documents
+
     stats = predict_documents(
-        settings, model_version=champion, run_id=run_id, logical_date=logical_date,
-        start=None if full else start, end=end,
+        settings, model_version=partition["model_version"], run_id=run_id, logical_date=logical_date,
+        start=datetime.fromisoformat(partition["start"]) if partition["start"] else None,
+        end=datetime.fromisoformat(partition["end"]),
+        id_from=partition["id_from"], id_to=partition["id_to"],
     )
-    log.info(
-        "scored %d documents with model version %d (%s), %d rows written",
-        stats.documents, champion, "full rescore" if full else "new documents", stats.rows_written,
-    )
-    return {**asdict(stats), "full_rescore": full}
+    log.info("partition %d (ids %s to %s): %d documents, %d rows written", partition["index"],
+             partition["id_from"], partition["id_to"], stats.documents, stats.rows_written)
+    return {**asdict(stats), "partition": partition["index"], "full_rescore": partition["full_rescore"]}
+
+
+def predict_step(
+    settings: Settings,
+    run_id: str,
+    logical_date: datetime | None,
+    validation: dict | None,
+    *,
+    rescore_all: bool = False,
+) -> dict:
+    """Plan and score every partition here, one after the other (the CLI's path and the tests';
+    the DAG maps the partitions onto tasks)."""
+    plan = plan_predictions_step(settings, run_id, validation, rescore_all=rescore_all)
+    results = [predict_partition_step(settings, run_id, logical_date, p) for p in plan["cpu"] + plan["gpu"]]
+    return summarize_predictions(results)
+
+
+def summarize_predictions(results: Sequence[dict | None]) -> dict:
+    done = [r for r in results if r]
+    if not done:
+        raise Skip("no partition was scored")
+    return {"model_version": done[0]["model_version"], "documents": sum(r["documents"] for r in done),
+            "rows_written": sum(r["rows_written"] for r in done), "chunks": sum(r["chunks"] for r in done),
+            "partitions": len(done), "full_rescore": done[0]["full_rescore"]}
 
 
 def night_verdict(task_states: Mapping[str, str | None], candidate_tasks: set[str]) -> str | None:

@@ -49,13 +49,17 @@ def predict_documents(
     end: datetime | None,
     chunk_rows: int | None = None,
     after_chunk: Callable[[int], None] | None = None,
+    id_from: int | None = None,
+    id_to: int | None = None,
 ) -> PredictionStats:
-    """Score documents created in [start, end) (None = unbounded) with ``model_version``."""
+    """Score documents created in [start, end) with id in [id_from, id_to) (None = unbounded)
+    with ``model_version``."""
     model = registry.load_model(settings, model_version)
     stats = PredictionStats(model_version=model_version)
     chunk_rows = chunk_rows or settings.prediction_chunk_rows
     with db.connect(settings) as reader, db.connect(settings) as writer:
-        for chunk in db.iter_documents(reader, settings.documents_source, start, end, chunk_rows):
+        for chunk in db.iter_documents(reader, settings.documents_source, start, end, chunk_rows,
+                                       id_from, id_to):
             ids = [row[0] for row in chunk]
             probabilities = model.predict_proba([row[1] for row in chunk])
             rows = list(prediction_rows(ids, probabilities, model.labels, model_version, run_id,

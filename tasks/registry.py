@@ -137,6 +137,14 @@ def load_classifier(kind: str, directory: Path):
     return candidate_kind.load(directory)
 
 
+def model_kind(settings: Settings, version: int) -> str:
+    with db.connect(settings) as conn, conn.cursor() as cur:
+        row = db.model_version(cur, version)
+    if row is None:
+        raise RegistryError(f"model version {version} does not exist")
+    return row["kind"]
+
+
 def load_model(settings: Settings, version: int):
     row, directory = fetch_artifact(settings, version)
     return load_classifier(row["kind"], directory)

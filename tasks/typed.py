@@ -1,6 +1,6 @@
 """Typed configuration: TOML tables turned into dataclasses, every key and type checked.
 
-``from_mapping(TfidfConfig, {"c_values": [0.1]}, "tfidf")`` returns a ``TfidfConfig``; an
+``from_mapping(TfidfConfig, {"alphas": [1e-5]}, "tfidf")`` returns a ``TfidfConfig``; an
 unknown key, a value of the wrong type or a value the dataclass refuses raises ``ConfigError``
 naming ``[tfidf] key``. Lists become tuples where the field is a tuple or a sequence, so that
 configurations are hashable and compare equal however they were written.

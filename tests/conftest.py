@@ -181,7 +181,7 @@ def tiny_tfidf_dir(tmp_path_factory):
     rows = synthetic_corpus(300)
     texts, labels = [t for t, _ in rows], [label for _, label in rows]
     model, _ = train_tfidf(texts[:240], labels[:240], texts[240:], labels[240:],
-                           sorted(CORPUS_WORDS), TfidfConfig(c_values=(0.5,), min_df_values=(1,)))
+                           sorted(CORPUS_WORDS), TfidfConfig(alphas=(1e-4,), min_df=1))
     directory = tmp_path_factory.mktemp("tfidf")
     model.save(directory)
     return directory

@@ -26,18 +26,19 @@ def config_file(tmp_path, monkeypatch):
 
 
 def test_kind_tables_become_typed_configs(config_file):
-    settings = config_file('candidates = ["tfidf"]\n[tfidf]\nc_values = [0.3, 1]\n'
-                           'word_ngram_ranges = [[1, 1], [1, 3]]\n[bert]\nepochs = 2\n')
+    settings = config_file('candidates = ["tfidf"]\n[tfidf]\nalphas = [0.0003, 1]\n'
+                           'word_ngram_range = [1, 3]\n[bert]\nepochs = 2\n')
     assert settings.candidates == ("tfidf",)
     tfidf = settings.candidate_config("tfidf")
     assert isinstance(tfidf, TfidfConfig)
-    assert tfidf.c_values == (0.3, 1.0) and tfidf.word_ngram_ranges == ((1, 1), (1, 3))
+    assert tfidf.alphas == (0.0003, 1.0) and tfidf.word_ngram_range == (1, 3)
     assert settings.candidate_config("bert") == BertConfig(epochs=2.0)
     assert settings.candidate_config("pretrained") == KINDS["pretrained"].config_class()
 
 
 @pytest.mark.parametrize(("toml", "message"), [
-    ('[tfidf]\nc_value = [0.1]\n', "unknown setting in [tfidf]: c_value"),
+    ('[tfidf]\nalpha = [0.1]\n', "unknown setting in [tfidf]: alpha"),
+    ('[tfidf]\nword_ngram_range = [1]\n', "[tfidf] word_ngram_range = [1]: expected a list of 2 values"),
     ('[bert]\nepochs = "lots"\n', "[bert] epochs = 'lots': expected a number"),
     ('[bert]\nbatch_size = 1.5\n', "[bert] batch_size = 1.5: expected an integer"),
     ('[bert]\nwarmup_ratio = 1.0\n', "[bert]: warmup_ratio must be in [0, 1)"),

@@ -31,7 +31,8 @@ def test_dagbag_imports_without_errors(dagbag):
     dag = dagbag.get_dag("textclf_retrain")
     assert {t.task_id for t in dag.tasks} == {
         "extract", "validate", "train_tfidf", "train_bert", "train_pretrained", "evaluate",
-        "promote", "predict", "finish",
+        "promote", "plan_predictions", "plan_predictions_gpu", "predict", "predict_gpu",
+        "publish_predictions", "finish",
     }
     assert dag.max_active_runs == 1 and dag.catchup is False
     assert type(dag.timetable).__name__ == "CronDataIntervalTimetable"
@@ -40,11 +41,16 @@ def test_dagbag_imports_without_errors(dagbag):
     for t in dag.tasks:
         assert t.execution_timeout is not None, t.task_id
         assert t.retries >= 1 or t.task_id == "finish", t.task_id
-    assert dag.get_task("predict").upstream_task_ids == {"promote", "validate"}
+    assert dag.get_task("plan_predictions").upstream_task_ids == {"promote", "validate"}
+    # Scoring is mapped over id ranges; a BERT champion's ranges go to the GPU workers.
+    assert dag.get_task("predict").upstream_task_ids == {"plan_predictions"}
+    assert dag.get_task("predict_gpu").upstream_task_ids == {"plan_predictions_gpu"}
+    gpu = dag.get_task("predict_gpu")
+    assert (gpu.queue, gpu.pool) == ("gpu", "gpu") and dag.get_task("predict").queue == "default"
     # One failed candidate does not stop the others from being judged; the verdict comes last.
     assert dag.get_task("evaluate").trigger_rule == "all_done"
     assert dag.get_task("finish").upstream_task_ids == {"train_tfidf", "train_bert", "train_pretrained",
-                                                        "predict"}
+                                                        "publish_predictions"}
     assert dag.leaves == [dag.get_task("finish")]
     assert "frozen test rows" in dag.doc_md
 
@@ -137,7 +143,11 @@ def test_end_to_end_runs_promote_predict_and_rerun_changes_nothing(dagbag, clean
     states = ti_states(first)
     assert states["train_tfidf"] == states["train_bert"] == "success"
     assert states["train_pretrained"] == "skipped"
-    assert states["promote"] == states["predict"] == "success"
+    assert states["promote"] == states["plan_predictions"] == states["publish_predictions"] == "success"
+    [(champion_kind,)] = fetch(pg, "SELECT mv.kind FROM textclf.champion_history h JOIN "
+                                   "textclf.model_versions mv ON mv.version = h.model_version")
+    scored_on, idle = ("predict_gpu", "predict") if champion_kind == "bert" else ("predict", "predict_gpu")
+    assert (states[scored_on], states[idle]) == ("success", "skipped")  # BERT scores on the GPU queue
 
     (status, new_rows, interval_start), = fetch(
         pg, "SELECT status, new_rows, interval_start FROM textclf.validation_runs "
@@ -206,7 +216,7 @@ def test_candidates_in_textclf_toml_decide_when_the_form_is_left_empty(dagbag, c
     from tasks.config import load_settings
 
     config = tmp_path / "textclf.toml"
-    config.write_text('candidates = ["tfidf"]\n[tfidf]\nc_values = [0.5]\n')
+    config.write_text('candidates = ["tfidf"]\n[tfidf]\nalphas = [0.0002]\n')
     monkeypatch.setenv("TEXTCLF_CONFIG", str(config))
     settings = load_settings(database_url=clean_db)
     day = datetime(2026, 11, 20, tzinfo=UTC)
@@ -217,7 +227,7 @@ def test_candidates_in_textclf_toml_decide_when_the_form_is_left_empty(dagbag, c
     assert str(run.state) == "success", states
     assert states["train_tfidf"] == "success" and states["train_bert"] == "skipped"
     [(kind, params)] = fetch(pg, "SELECT kind, params FROM textclf.model_versions")
-    assert kind == "tfidf" and params["C"] == 0.5  # the configured search space
+    assert kind == "tfidf" and params["alpha"] == 0.0002  # the configured search space
 
 
 @pytest.mark.slow
@@ -236,6 +246,7 @@ def test_a_failed_candidate_fails_the_run_but_the_others_are_judged_and_predicti
     states = ti_states(run)
     assert states["train_bert"] == "failed" and states["train_tfidf"] == "success", states
     assert states["evaluate"] == states["promote"] == states["predict"] == "success", states
+    assert states["publish_predictions"] == "success", states
     assert states["finish"] == "failed" and str(run.state) == "failed"
     [(kind,)] = fetch(pg, "SELECT mv.kind FROM textclf.champion_history h "
                           "JOIN textclf.model_versions mv ON mv.version = h.model_version")

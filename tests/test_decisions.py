@@ -5,6 +5,8 @@ model version."""
 
 from __future__ import annotations
 
+import itertools
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -17,8 +19,11 @@ from tasks.pipeline import (
     RunOptions,
     evaluate_step,
     extract_step,
+    plan_predictions_step,
+    predict_partition_step,
     predict_step,
     promote_step,
+    summarize_predictions,
     train_step,
     validate_step,
 )
@@ -112,3 +117,26 @@ def test_backfills_predict_with_the_champion_of_their_date_and_never_change_the_
     validation = validate_step(settings, "d0", day0, extract_step(settings, "d0", start, end))
     with pytest.raises(Skip, match="there was no champion for data up to"):
         predict_step(settings, "d0", day0, validation)
+
+
+def test_scoring_is_split_into_id_ranges_that_cover_every_document_once(settings, pg):
+    seed(settings, days=3, per_day=60, end=manual_run_interval(DAY.date())[1])
+    first = run_date(settings, DAY, "run-p")  # promoted: every document before the end is scored
+    scored = fetch(pg, "SELECT document_id, model_version, label, confidence FROM textclf.predictions "
+                       "ORDER BY document_id")
+    with pg.cursor() as cur:
+        cur.execute("TRUNCATE textclf.predictions")
+    small = replace(settings, prediction_partition_rows=15, max_prediction_partitions=4)
+    plan = plan_predictions_step(small, "run-p", first["validation"])
+    assert plan["gpu"] == [] and plan["documents"] == len(scored) == 42
+    ranges = plan["cpu"]
+    assert len(ranges) == 3 and ranges[0]["id_from"] is None and ranges[-1]["id_to"] is None
+    assert all(a["id_to"] == b["id_from"] for a, b in itertools.pairwise(ranges))  # contiguous
+    results = [predict_partition_step(small, "run-p", DAY, r) for r in reversed(ranges)]
+    sizes = [r["documents"] for r in results]
+    assert sum(sizes) == 42 and all(12 <= size <= 16 for size in sizes)  # about equal
+    assert fetch(pg, "SELECT document_id, model_version, label, confidence FROM textclf.predictions "
+                     "ORDER BY document_id") == scored
+    again = predict_partition_step(small, "run-p", DAY, ranges[1])  # one partition retried alone
+    assert (again["documents"], again["rows_written"]) == (results[1]["documents"], 0)
+    assert summarize_predictions(results)["documents"] == 42

@@ -21,7 +21,7 @@ def test_register_and_load_round_trip(settings, tiny_tfidf_dir):
     proba = model.predict_proba(["love this wonderful great thing", "awful terrible hate"])
     assert model.labels == ["negative", "neutral", "positive"]
     assert proba[0].argmax() == 2 and proba[1].argmax() == 0
-    assert (settings.models_dir / str(version) / "model.skops").is_file()
+    assert (settings.models_dir / str(version) / "model.safetensors").is_file()
     # The same training key registers the same version.
     assert register_tiny(settings, tiny_tfidf_dir) == version
     assert registry.find_trained(settings, "k1") == version
