@@ -223,7 +223,7 @@ class TfidfClassifier:
         tensors = load_file(str(directory / WEIGHTS_FILE))
         spec = meta["features"]
         features = HashedTfidf(
-            tuple(spec["word_ngram_range"]), tuple(spec["char_ngram_range"]),  # type: ignore[arg-type]
+            tuple(spec["word_ngram_range"]), tuple(spec["char_ngram_range"]),
             spec["word_features_log2"], spec["char_features_log2"],
             idf_word=tensors["idf_word"], idf_char=tensors["idf_char"],
         )
