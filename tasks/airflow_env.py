@@ -59,17 +59,19 @@ def connection_json(url: str) -> str:
     from sqlalchemy.engine import make_url
 
     parsed = make_url(url.replace("postgres://", "postgresql://", 1))
+    query = {k: v if isinstance(v, str) else v[-1] for k, v in parsed.query.items()}
     conn: dict[str, Any] = {
         "conn_type": "postgres",
-        "host": parsed.host or "127.0.0.1",
+        # The embedded server listens on a Unix socket: its directory is the host.
+        "host": parsed.host or query.pop("host", None) or "127.0.0.1",
         "port": parsed.port or 5432,
         "login": parsed.username or "postgres",
         "schema": parsed.database,
     }
     if parsed.password:
         conn["password"] = parsed.password
-    if parsed.query:
-        conn["extra"] = {k: v if isinstance(v, str) else v[-1] for k, v in parsed.query.items()}
+    if query:
+        conn["extra"] = query
     return json.dumps(conn)
 
 

@@ -62,13 +62,14 @@ def connection_url(
     auth = quote(login or "postgres", safe="")
     if password:
         auth += ":" + quote(password, safe="")
-    netloc = f"{auth}@{host or '127.0.0.1'}" + (f":{port}" if port else "")
+    host = host or "127.0.0.1"
+    params = {key: value for key, value in (extra or {}).items()
+              if key in LIBPQ_PARAMETERS and value is not None}
+    if host.startswith("/"):  # a Unix-socket directory (the embedded server) goes in the query
+        params["host"], host = host, ""
+    netloc = f"{auth}@{host}" + (f":{port}" if port else "")
     url = f"postgresql://{netloc}/{quote(database or 'postgres', safe='')}"
-    query = [
-        f"{quote(str(key), safe='')}={quote(str(value), safe='')}"
-        for key, value in sorted((extra or {}).items())
-        if key in LIBPQ_PARAMETERS and value is not None
-    ]
+    query = [f"{quote(str(key), safe='')}={quote(str(value), safe='')}" for key, value in sorted(params.items())]
     return url + ("?" + "&".join(query) if query else "")
 
 

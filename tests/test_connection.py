@@ -42,6 +42,17 @@ def test_the_environment_connection_in_every_airflow_form(raw):
     assert parsed["sslrootcert"] == "/etc/ssl/ca root.pem"
 
 
+def test_the_embedded_servers_socket_survives_the_round_trip_through_an_airflow_connection(tmp_path):
+    from tasks.airflow_env import connection_json
+
+    socket_dir = str(tmp_path / "pg")
+    url = f"postgresql://postgres:@/textclf?host={socket_dir}"
+    conn = json.loads(connection_json(url))
+    assert conn["host"] == socket_dir and "host" not in conn.get("extra", {})
+    parsed = psycopg2.extensions.parse_dsn(db.connection_url_from_env(connection_json(url)))
+    assert (parsed["host"], parsed["dbname"], parsed["port"]) == (socket_dir, "textclf", "5432")
+
+
 def test_inside_airflow_a_missing_connection_is_an_error_not_an_embedded_server(monkeypatch, tmp_path):
     monkeypatch.delenv("TEXTCLF_DATABASE_URL")
     monkeypatch.delenv("AIRFLOW_CONN_TEXTCLF_DB", raising=False)
