@@ -33,8 +33,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import Asset, CronDataIntervalTimetable, Metadata, Param, TriggerRule, dag, task
+from airflow.sdk.configuration import conf
 
 from tasks.candidates import KINDS
+from tasks.k8s import executor_config
+
+# Under the KubernetesExecutor, GPU tasks ask for a GPU pod (tasks/k8s.py); elsewhere nothing.
+EXECUTOR = conf.get("core", "executor")
 
 CHAMPION = Asset("textclf_champion", uri="textclf://registry/champion")
 PREDICTIONS = Asset("textclf_predictions", uri="postgres://textclf-db:5432/textclf/textclf/predictions")
@@ -302,6 +307,7 @@ def textclf_retrain():
         train.override(
             task_id=f"train_{kind.name}", queue=kind.queue, pool=kind.pool or "default_pool",
             execution_timeout=kind.execution_timeout, doc_md=kind.description,
+            executor_config=executor_config(kind.needs_gpu, EXECUTOR),
         )(validation, kind.name)
         for kind in KINDS.values()
     ]
@@ -326,7 +332,8 @@ def textclf_retrain():
     promoted >> [cpu_ranges, gpu_ranges]
     on_cpu = predict.expand(partition=cpu_ranges)
     # A champion whose kind needs a GPU (BERT) scores on the GPU workers.
-    on_gpu = predict.override(task_id="predict_gpu", queue="gpu", pool="gpu").expand(partition=gpu_ranges)
+    on_gpu = predict.override(task_id="predict_gpu", queue="gpu", pool="gpu",
+                              executor_config=executor_config(True, EXECUTOR)).expand(partition=gpu_ranges)
     published = publish_predictions(on_cpu, on_gpu)
     [*trained, published] >> finish()
 
