@@ -16,8 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tasks.airflow_env import ADMIN_USER, DAG_ID, PASSWORDS_FILE
+
+FINISHED = {"success", "failed"}
+BAD_TASK_STATES = {"failed", "upstream_failed", "up_for_retry"}
 
 
 class AirflowError(RuntimeError):
@@ -136,44 +140,108 @@ class AirflowStandalone:
                 parts.append(f"--- {path} (last {len(tail)} lines) ---\n" + "\n".join(tail))
         return "\n".join(parts)
 
-    def _fresh(self, heartbeat: str | None) -> bool:
-        if not heartbeat or self.started_at is None:
-            return False
-        return datetime.fromisoformat(heartbeat) >= self.started_at - timedelta(seconds=1)
-
     def wait_healthy(self, timeout: float = 300.0, dag_id: str = DAG_ID) -> float:
-        """Until the api-server answers, scheduler, triggerer and dag-processor heartbeat (this
-        start's, not an old record) and ``dag_id`` is parsed. Returns seconds since start."""
-        deadline = time.monotonic() + timeout
-        components = ("scheduler", "triggerer", "dag_processor")
-        last: Any = "no answer from the api-server yet"
-        while time.monotonic() < deadline:
-            self.check_alive()
-            health = self.rest.health()
-            if health is not None:
-                last = health
-                if health.get("metadatabase", {}).get("status") == "healthy" and all(
-                    health.get(c, {}).get("status") == "healthy"
-                    and self._fresh(health[c].get(f"latest_{c}_heartbeat"))
-                    for c in components
-                ):
-                    break
-            time.sleep(1)
-        else:
-            raise AirflowError(f"Airflow not healthy after {timeout:.0f} s; last health: {last}\n"
-                               f"{self.log_tails()}")
-        while time.monotonic() < deadline:
-            self.check_alive()
-            response = self.api("GET", f"/api/v2/dags/{dag_id}")
-            if response.status_code == 200 and not response.json().get("is_stale"):
-                assert self.started_at is not None
-                return (datetime.now(UTC) - self.started_at).total_seconds()
-            errors = self.api("GET", "/api/v2/importErrors").json().get("import_errors", [])
-            if errors:
-                details = "\n".join(f"{e.get('filename')}:\n{e.get('stack_trace')}" for e in errors)
-                raise AirflowError(f"the DAG files have import errors:\n{details}")
-            time.sleep(1)
-        raise AirflowError(f"DAG {dag_id!r} was not parsed within {timeout:.0f} s\n{self.log_tails()}")
+        """Seconds from start until Airflow is healthy and ``dag_id`` parsed (see wait_healthy)."""
+        assert self.started_at is not None
+        return wait_healthy(self.rest, self.started_at, self.check_alive, self.log_tails,
+                            ("scheduler", "triggerer", "dag_processor"), timeout, dag_id)
+
+
+def wait_healthy(rest: RestClient, started_at: datetime, check_alive, log_tails, components: tuple[str, ...],
+                 timeout: float = 300.0, dag_id: str = DAG_ID) -> float:
+    """Until the api-server answers, the ``components`` heartbeat (this start's, not an old
+    record) and ``dag_id`` is parsed without import errors. Returns seconds since start."""
+
+    def fresh(heartbeat: str | None) -> bool:
+        return bool(heartbeat) and datetime.fromisoformat(heartbeat) >= started_at - timedelta(seconds=1)
+
+    deadline = time.monotonic() + timeout
+    last: Any = "no answer from the api-server yet"
+    while time.monotonic() < deadline:
+        check_alive()
+        health = rest.health()
+        if health is not None:
+            last = health
+            if health.get("metadatabase", {}).get("status") == "healthy" and all(
+                health.get(c, {}).get("status") == "healthy" and fresh(health[c].get(f"latest_{c}_heartbeat"))
+                for c in components
+            ):
+                break
+        time.sleep(1)
+    else:
+        raise AirflowError(f"Airflow not healthy after {timeout:.0f} s; last health: {last}\n{log_tails()}")
+    while time.monotonic() < deadline:
+        check_alive()
+        response = rest.api("GET", f"/api/v2/dags/{dag_id}")
+        if response.status_code == 200 and not response.json().get("is_stale"):
+            return (datetime.now(UTC) - started_at).total_seconds()
+        errors = rest.api("GET", "/api/v2/importErrors").json().get("import_errors", [])
+        if errors:
+            details = "\n".join(f"{e.get('filename')}:\n{e.get('stack_trace')}" for e in errors)
+            raise AirflowError(f"the DAG files have import errors:\n{details}")
+        time.sleep(1)
+    raise AirflowError(f"DAG {dag_id!r} was not parsed within {timeout:.0f} s\n{log_tails()}")
+
+
+class AirflowComponents:
+    """Airflow's components as separate processes (what `textclf airflow` cannot show: the
+    CeleryExecutor with workers per queue), each in a session of its own, logging to a file."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path, commands: dict[str, list[str]]) -> None:
+        self.env = env
+        self.log_dir = log_dir
+        self.commands = commands
+        self.processes: dict[str, subprocess.Popen] = {}
+        self.started_at = datetime.now(UTC)
+        self.rest = RestClient(env["AIRFLOW__API__BASE_URL"],
+                               Path(env["AIRFLOW_HOME"]) / PASSWORDS_FILE)
+        self.api = self.rest.api
+
+    def log_path(self, name: str) -> Path:
+        return self.log_dir / f"{name}.log"
+
+    def __enter__(self) -> AirflowComponents:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.started_at = datetime.now(UTC)
+        for name, command in self.commands.items():
+            with open(self.log_path(name), "wb") as log:
+                self.processes[name] = subprocess.Popen(
+                    command, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.log_dir)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        import psutil
+
+        everything = [p for proc in self.processes.values() for p in process_tree(proc.pid)]
+        for proc in self.processes.values():
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        _, alive = psutil.wait_procs(everything, timeout=30)
+        for proc in alive:
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+        for proc in self.processes.values():
+            proc.wait(timeout=10)
+        self.rest.close()
+
+    def check_alive(self) -> None:
+        for name, proc in self.processes.items():
+            if proc.poll() is not None:
+                raise AirflowError(f"airflow {name} exited with {proc.returncode}\n{self.log_tails()}")
+
+    def log_tails(self, lines: int = 40) -> str:
+        parts = []
+        for name in self.commands:
+            path = self.log_path(name)
+            if path.exists():
+                tail = path.read_text(errors="replace").splitlines()[-lines:]
+                parts.append(f"--- {name} ---\n" + "\n".join(tail))
+        return "\n".join(parts)
 
 
 def process_tree(pid: int) -> list:
@@ -211,3 +279,88 @@ def airflow_processes_since(started: float) -> list:
         if proc.info["create_time"] >= started and "airflow" in cmdline and proc.pid != os.getpid():
             found.extend(still_running([proc]))
     return found
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --- runs, through the REST API (``services``: anything with api, log_tails, check_alive) ---
+
+
+def dag_runs(services, dates: list[datetime] | None = None) -> list[dict]:
+    response = services.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns",
+                            params={"limit": 100, "order_by": "logical_date"})
+    assert response.status_code == 200, response.text
+    runs = response.json()["dag_runs"]
+    if dates is not None:
+        wanted = {iso(d) for d in dates}
+        runs = [r for r in runs if r["logical_date"] and
+                iso(datetime.fromisoformat(r["logical_date"])) in wanted]
+    return runs
+
+
+def task_instances(services, run_id: str) -> list[dict]:
+    response = services.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")
+    assert response.status_code == 200, response.text
+    return response.json()["task_instances"]
+
+
+def task_log(services, run_id: str, ti: dict, lines: int = 60) -> str:
+    response = services.api(
+        "GET",
+        f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{ti['task_id']}/logs/"
+        f"{max(ti['try_number'], 1)}",
+        params={"full_content": "true"}, headers={"Accept": "application/json"},
+    )
+    if response.status_code != 200:
+        return f"(log not available: {response.status_code} {response.text[:200]})"
+    text = []
+    for entry in response.json().get("content", []):
+        if not isinstance(entry, dict):
+            text.append(str(entry))
+            continue
+        text.append(f"{entry.get('level', '')} {entry.get('event', '')}".strip())
+        for error in entry.get("error_detail") or []:  # the structured traceback
+            text += [f"  {f['filename']}:{f['lineno']} in {f['name']}" for f in error["frames"]]
+            text.append(f"  {error['exc_type']}: {error['exc_value']}")
+    return "\n".join(text[-lines:])
+
+
+def diagnose(services, runs: list[dict]) -> str:
+    parts = []
+    for run in runs:
+        tis = task_instances(services, run["dag_run_id"])
+        parts.append(f"run {run['dag_run_id']}: {run['state']}; tasks "
+                     + ", ".join(f"{t['task_id']}={t['state']}" for t in tis))
+        for ti in tis:
+            if ti["state"] in BAD_TASK_STATES:
+                parts.append(f"--- log of {ti['task_id']} (try {ti['try_number']}) ---\n"
+                             + task_log(services, run["dag_run_id"], ti))
+    return "\n".join(parts) + "\n" + services.log_tails()
+
+
+def fail_fast(services, runs: list[dict], what: str) -> None:
+    """A failed task or one up for retry fails the test now, not after the DAG's retry delays."""
+    for run in runs:
+        if run["state"] == "failed" or (run["state"] == "running" and any(
+            t["state"] in BAD_TASK_STATES for t in task_instances(services, run["dag_run_id"])
+        )):
+            pytest.fail(f"{what}: a task failed\n{diagnose(services, runs)}")
+
+
+def wait_for_run(services, run_id: str, timeout: float = 600) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        response = services.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")
+        assert response.status_code == 200, response.text
+        run = response.json()
+        fail_fast(services, [run], f"run {run_id}")
+        if run["state"] in FINISHED:
+            assert run["state"] == "success", diagnose(services, [run])
+            return run
+        if time.monotonic() > deadline:
+            pytest.fail(f"run {run_id} still {run['state']} after {timeout:.0f} s\n"
+                        f"{diagnose(services, [run])}")
+        services.check_alive()
+        time.sleep(2)

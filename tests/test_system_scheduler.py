@@ -19,7 +19,17 @@ import psycopg2
 import pytest
 from psycopg2 import sql
 
-from airflow_helpers import AirflowStandalone
+from airflow_helpers import (
+    BAD_TASK_STATES,
+    FINISHED,
+    AirflowStandalone,
+    dag_runs,
+    diagnose,
+    fail_fast,
+    iso,
+    task_instances,
+    wait_for_run,
+)
 from conftest import TABLES, fetch, recreate_database, synthetic_corpus
 from tasks import db, registry
 from tasks.config import load_settings
@@ -32,9 +42,7 @@ FAST = {"candidates": ["tfidf"]}
 LABELLED_ROWS = 420  # over the last 7 days: 60 a day, three balanced, easily separable classes
 DOCUMENTS_PER_DAY = 20
 DAYS = 7
-RUN_TIMEOUT = 600  # seconds for one backfill (three runs) or one run; a run takes ~30 s
-FINISHED = {"success", "failed"}
-BAD_TASK_STATES = {"failed", "upstream_failed", "up_for_retry"}
+RUN_TIMEOUT = 600  # seconds for one backfill (three runs); a run takes ~30 s
 
 
 # --- fixtures ------------------------------------------------------------------------------
@@ -123,10 +131,6 @@ def backfill_dates(now: datetime) -> list[datetime]:
     return [first + timedelta(days=d, hours=2) for d in range(3)]
 
 
-def iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def backfill(services: AirflowStandalone, dates: list[datetime], reprocess: str) -> list[dict]:
     body = {
         "dag_id": DAG_ID, "from_date": iso(dates[0]), "to_date": iso(dates[-1]),
@@ -152,84 +156,6 @@ def backfill(services: AirflowStandalone, dates: list[datetime], reprocess: str)
         time.sleep(2)
     assert [r["state"] for r in runs] == ["success"] * len(dates), diagnose(services, runs)
     return runs
-
-
-def dag_runs(services: AirflowStandalone, dates: list[datetime] | None = None) -> list[dict]:
-    response = services.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns",
-                            params={"limit": 100, "order_by": "logical_date"})
-    assert response.status_code == 200, response.text
-    runs = response.json()["dag_runs"]
-    if dates is not None:
-        wanted = {iso(d) for d in dates}
-        runs = [r for r in runs if r["logical_date"] and
-                iso(datetime.fromisoformat(r["logical_date"])) in wanted]
-    return runs
-
-
-def task_instances(services: AirflowStandalone, run_id: str) -> list[dict]:
-    response = services.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")
-    assert response.status_code == 200, response.text
-    return response.json()["task_instances"]
-
-
-def task_log(services: AirflowStandalone, run_id: str, ti: dict, lines: int = 60) -> str:
-    response = services.api(
-        "GET",
-        f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{ti['task_id']}/logs/"
-        f"{max(ti['try_number'], 1)}",
-        params={"full_content": "true"}, headers={"Accept": "application/json"},
-    )
-    if response.status_code != 200:
-        return f"(log not available: {response.status_code} {response.text[:200]})"
-    text = []
-    for entry in response.json().get("content", []):
-        if not isinstance(entry, dict):
-            text.append(str(entry))
-            continue
-        text.append(f"{entry.get('level', '')} {entry.get('event', '')}".strip())
-        for error in entry.get("error_detail") or []:  # the structured traceback
-            text += [f"  {f['filename']}:{f['lineno']} in {f['name']}" for f in error["frames"]]
-            text.append(f"  {error['exc_type']}: {error['exc_value']}")
-    return "\n".join(text[-lines:])
-
-
-def diagnose(services: AirflowStandalone, runs: list[dict]) -> str:
-    parts = []
-    for run in runs:
-        tis = task_instances(services, run["dag_run_id"])
-        parts.append(f"run {run['dag_run_id']}: {run['state']}; tasks "
-                     + ", ".join(f"{t['task_id']}={t['state']}" for t in tis))
-        for ti in tis:
-            if ti["state"] in BAD_TASK_STATES:
-                parts.append(f"--- log of {ti['task_id']} (try {ti['try_number']}) ---\n"
-                             + task_log(services, run["dag_run_id"], ti))
-    return "\n".join(parts) + "\n" + services.log_tails()
-
-
-def fail_fast(services: AirflowStandalone, runs: list[dict], what: str) -> None:
-    """A failed task or one up for retry fails the test now, not after the DAG's retry delays."""
-    for run in runs:
-        if run["state"] == "failed" or (run["state"] == "running" and any(
-            t["state"] in BAD_TASK_STATES for t in task_instances(services, run["dag_run_id"])
-        )):
-            pytest.fail(f"{what}: a task failed\n{diagnose(services, runs)}")
-
-
-def wait_for_run(services: AirflowStandalone, run_id: str) -> dict:
-    deadline = time.monotonic() + RUN_TIMEOUT
-    while True:
-        response = services.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}")
-        assert response.status_code == 200, response.text
-        run = response.json()
-        fail_fast(services, [run], f"run {run_id}")
-        if run["state"] in FINISHED:
-            assert run["state"] == "success", diagnose(services, [run])
-            return run
-        if time.monotonic() > deadline:
-            pytest.fail(f"run {run_id} still {run['state']} after {RUN_TIMEOUT} s\n"
-                        f"{diagnose(services, [run])}")
-        services.check_alive()
-        time.sleep(2)
 
 
 def predictions(pg) -> list[tuple]:
