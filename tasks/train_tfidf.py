@@ -11,8 +11,9 @@ frozen split, and trained in about half the time.
 Features (as the former TfidfVectorizer pair did): word 1-2-grams (accents stripped) and
 char_wb 2-5-grams, both lowercased, sublinear tf (1 + log count), idf learned on the training
 rows with columns seen in fewer than ``min_df`` rows zeroed, each block L2-normalised. Character
-n-grams are hashed per distinct word and cached: tweets repeat their words, and generating and
-hashing n-gram strings dominated scoring time.
+n-grams are hashed per distinct word and cached (the same hashes as scikit-learn's
+HashingVectorizer): tweets repeat their words, and generating and hashing n-gram strings
+dominated scoring time.
 
 Probabilities are a softmax of the decision scores with one temperature fitted on the
 validation rows (temperature scaling, Guo et al. 2017): it keeps the argmax, so balanced class
@@ -23,19 +24,21 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import tempfile
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import sparse
+from sklearn.feature_extraction import FeatureHasher
 from sklearn.feature_extraction.text import HashingVectorizer
 from sklearn.linear_model import SGDClassifier
 from sklearn.preprocessing import normalize
-from sklearn.utils import murmurhash3_32
 
 from tasks.metrics import macro_f1_of_labels
 
@@ -63,13 +66,17 @@ _WORD_CACHE_LIMIT = 1_000_000  # distinct words whose hashed n-grams are kept
 
 
 class CharWbHasher:
-    """Counts of hashed char_wb n-grams (scikit-learn's definition: n-grams of each lowercased,
-    space-padded word; a word shorter than n gives its padded self once), as a CSR matrix."""
+    """Hashed char_wb n-gram counts, equal to scikit-learn's
+    ``HashingVectorizer(analyzer="char_wb", alternate_sign=False, norm=None)``: n-grams of each
+    lowercased, space-padded word (a word shorter than n gives its padded self once), hashed by
+    the same FeatureHasher; but hashed once per distinct word and cached."""
 
     def __init__(self, ngram_range: tuple[int, int], n_features: int) -> None:
         self.ngram_range = ngram_range
         self.n_features = n_features
-        self._cache: dict[str, np.ndarray] = {}
+        self._hasher = FeatureHasher(n_features=n_features, input_type="string", alternate_sign=False,
+                                     dtype=np.float32)
+        self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def ngrams(self, word: str) -> list[str]:
         padded = f" {word} "
@@ -82,31 +89,35 @@ class CharWbHasher:
             out.extend(padded[i : i + n] for i in range(len(padded) - n + 1))
         return out
 
-    def _indices(self, word: str) -> np.ndarray:
-        found = self._cache.get(word)
-        if found is None:
-            found = np.fromiter(
-                (murmurhash3_32(g, seed=0, positive=True) % self.n_features for g in self.ngrams(word)),
-                dtype=np.int32,
-            )
-            if len(self._cache) >= _WORD_CACHE_LIMIT:
-                self._cache.clear()
-            self._cache[word] = found
-        return found
+    def _hash_new(self, words: set[str]) -> None:
+        if len(self._cache) + len(words) > _WORD_CACHE_LIMIT:
+            self._cache.clear()
+        ordered = sorted(words)
+        hashed = self._hasher.transform(self.ngrams(w) for w in ordered)  # one row per word
+        for row, word in enumerate(ordered):
+            start, end = hashed.indptr[row], hashed.indptr[row + 1]
+            self._cache[word] = (hashed.indices[start:end].copy(), hashed.data[start:end].copy())
 
     def transform(self, texts: Sequence[str]) -> sparse.csr_matrix:
+        words = [text.lower().split() for text in texts]
+        new = {w for row in words for w in row if w not in self._cache}
+        if new:
+            self._hash_new(new)
         indptr = np.zeros(len(texts) + 1, dtype=np.int64)
-        parts: list[np.ndarray] = []
-        for row, text in enumerate(texts):
+        indices: list[np.ndarray] = []
+        data: list[np.ndarray] = []
+        for row, row_words in enumerate(words):
             total = 0
-            for word in text.lower().split():
-                indices = self._indices(word)
-                parts.append(indices)
-                total += len(indices)
+            for word in row_words:
+                word_indices, word_counts = self._cache[word]
+                indices.append(word_indices)
+                data.append(word_counts)
+                total += len(word_indices)
             indptr[row + 1] = indptr[row] + total
-        indices = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
         matrix = sparse.csr_matrix(
-            (np.ones(len(indices), dtype=np.float32), indices, indptr), shape=(len(texts), self.n_features)
+            (np.concatenate(data) if data else np.zeros(0, dtype=np.float32),
+             np.concatenate(indices) if indices else np.zeros(0, dtype=np.int32), indptr),
+            shape=(len(texts), self.n_features),
         )
         matrix.sum_duplicates()
         return matrix
@@ -303,7 +314,7 @@ def train_tfidf(
     classes = np.asarray(labels, dtype=object)
     class_weight = _class_weights(list(train_labels), labels, cfg.class_weight)
     models = [
-        SGDClassifier(loss="hinge", alpha=alpha, average=True, class_weight=class_weight,
+        SGDClassifier(loss="hinge", alpha=alpha, average=cfg.average, class_weight=class_weight,
                       random_state=cfg.seed)
         for alpha, _ in grid
     ]
@@ -322,14 +333,25 @@ def train_tfidf(
             np.save(f"{path}-rows.npy", rows)
             chunks.append(path)
         features.fit_idf(df_word, df_char, n, cfg.min_df)
-        for _ in range(cfg.epochs):
-            for chunk in rng.permutation(len(chunks)):
-                path = chunks[chunk]
-                x = features.weight(sparse.load_npz(f"{path}-word.npz"), sparse.load_npz(f"{path}-char.npz"))
-                rows = np.load(f"{path}-rows.npy")
-                for model, (_, power) in zip(models, grid, strict=True):
-                    model.partial_fit(x, y[rows], classes=classes,
-                                      sample_weight=None if power == 0 else weights[rows] ** power)
+
+        def learn(model: SGDClassifier, power: float, x: sparse.csr_matrix, rows: np.ndarray) -> None:
+            model.partial_fit(x, y[rows], classes=classes,
+                              sample_weight=None if power == 0 else weights[rows] ** power)
+
+        # scikit-learn's SGD inner loop releases the GIL: candidates learn in parallel threads.
+        with ThreadPoolExecutor(max_workers=max(1, min(len(models), os.cpu_count() or 1))) as pool:
+            for epoch in range(cfg.epochs):
+                for chunk in rng.permutation(len(chunks)):
+                    path = chunks[chunk]
+                    if epoch == 0:  # weight once (idf needs every row's counts), keep the result
+                        x = features.weight(sparse.load_npz(f"{path}-word.npz"),
+                                            sparse.load_npz(f"{path}-char.npz"))
+                        sparse.save_npz(f"{path}-x.npz", x, compressed=False)
+                    else:
+                        x = sparse.load_npz(f"{path}-x.npz")
+                    rows = np.load(f"{path}-rows.npy")
+                    list(pool.map(lambda task: learn(task[0], task[1][1], x, rows),  # noqa: B023
+                                  zip(models, grid, strict=True)))
     x_val = features.transform(list(val_texts))
     scores = [macro_f1_of_labels(list(val_labels), list(m.predict(x_val)), labels) for m in models]
     best = int(np.argmax(scores))

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.feature_extraction.text import HashingVectorizer, TfidfVectorizer
 from sklearn.utils import murmurhash3_32
 
 from conftest import synthetic_corpus
@@ -32,7 +32,7 @@ def split(rows):
 TEXTS = ["Hello  world", "a", "Élan vital, naïve café!", "x y\tz", "aa bb aa", "ünïcödé\nline two", "I"]
 
 
-def test_char_ngrams_hash_exactly_like_a_brute_force_reference():
+def test_char_ngrams_hash_exactly_like_scikit_learn_and_a_brute_force_loop():
     reference_ngrams = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5)).build_analyzer()
     hasher = CharWbHasher((2, 5), 2**12)
     for text in TEXTS:
@@ -40,8 +40,13 @@ def test_char_ngrams_hash_exactly_like_a_brute_force_reference():
     counts = np.zeros((len(TEXTS), 2**12))
     for row, text in enumerate(TEXTS):  # a plain loop: hash every n-gram, count it
         for gram in reference_ngrams(text):
-            counts[row, murmurhash3_32(gram, seed=0, positive=True) % 2**12] += 1
-    np.testing.assert_array_equal(hasher.transform(TEXTS).toarray(), counts)
+            counts[row, abs(murmurhash3_32(gram, seed=0)) % 2**12] += 1
+    ours = hasher.transform(TEXTS).toarray()
+    np.testing.assert_array_equal(ours, counts)
+    sklearn_hashing = HashingVectorizer(analyzer="char_wb", ngram_range=(2, 5), n_features=2**12,
+                                        alternate_sign=False, norm=None)
+    np.testing.assert_array_equal(ours, sklearn_hashing.transform(TEXTS).toarray())
+    np.testing.assert_array_equal(hasher.transform(TEXTS[::-1]).toarray(), ours[::-1])  # from the cache
     assert hasher.transform([]).shape == (0, 2**12)
     wide = CharWbHasher((4, 6), 2**12)  # words shorter than n count once, as in scikit-learn
     assert wide.ngrams("a") == [" a "]

@@ -16,11 +16,12 @@ class TfidfConfig(CandidateConfig):
     alphas x weight_powers in a fixed order, at most ``max_candidates`` of them, all on one
     vectorisation, so the chosen model never depends on how busy the machine is."""
 
-    alphas: tuple[float, ...] = (1e-5, 3e-5, 1e-4)  # SGD regularisation strengths (like 1 / C)
+    alphas: tuple[float, ...] = (1e-6, 1e-5, 3e-5)  # SGD regularisation strengths (like 1 / C)
     # Row weights (e.g. annotator confidence) enter as weight**power; 0 ignores them. Chosen on
     # the validation split like alpha.
     weight_powers: tuple[float, ...] = (0.0, 1.0, 2.0)
-    epochs: int = 5  # passes over the training rows
+    epochs: int = 3  # passes over the training rows
+    average: bool = False  # averaged SGD (the mean of the iterates): steadier, slower to converge
     word_ngram_range: tuple[int, int] = (1, 2)
     char_ngram_range: tuple[int, int] = (2, 5)  # char_wb n-grams
     word_features_log2: int = 19  # hashed feature columns: 2**19 words, 2**20 characters
