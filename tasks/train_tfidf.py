@@ -24,11 +24,14 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
+import multiprocessing
 import os
 import tempfile
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,6 +47,8 @@ from tasks.metrics import macro_f1_of_labels
 
 if TYPE_CHECKING:
     from tasks.candidates.tfidf import TfidfConfig
+
+log = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "textclf.json"
@@ -274,6 +279,38 @@ class LegacyTfidfClassifier:
         return cls(pipeline, meta["labels"], meta["temperature"])
 
 
+def _count_chunk(job: tuple[dict[str, Any], list[str], np.ndarray, str]) -> tuple[np.ndarray, np.ndarray]:
+    """Vectorise one chunk of rows to ``path``-word/char.npz; return its document frequencies."""
+    params, texts, rows, path = job
+    features = _process_features.get(json.dumps(params, sort_keys=True))
+    if features is None:  # one per process, so its word cache lasts across chunks
+        features = _process_features[json.dumps(params, sort_keys=True)] = HashedTfidf(
+            tuple(params["word_ngram_range"]), tuple(params["char_ngram_range"]),
+            params["word_features_log2"], params["char_features_log2"])
+    word, char = features.counts(texts)
+    sparse.save_npz(f"{path}-word.npz", word, compressed=False)
+    sparse.save_npz(f"{path}-char.npz", char, compressed=False)
+    np.save(f"{path}-rows.npy", rows)
+    return (np.bincount(word.indices, minlength=word.shape[1]),
+            np.bincount(char.indices, minlength=char.shape[1]))
+
+
+_process_features: dict[str, HashedTfidf] = {}
+
+
+def _map_in_processes(function, jobs: list) -> list:
+    """``map`` over forked worker processes (n-gram extraction holds the GIL), one per core;
+    in order, in this process when forking is not possible (e.g. inside a daemonic process)."""
+    workers = min(len(jobs), os.cpu_count() or 1)
+    if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
+        try:
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+                return list(pool.map(function, jobs))
+        except (AssertionError, OSError, BrokenProcessPool) as exc:
+            log.warning("vectorising in one process (no worker processes: %s)", exc)
+    return [function(job) for job in jobs]
+
+
 def _class_weights(train_labels: Sequence[str], classes: list[str], mode: str | None) -> dict[str, float]:
     counts = {label: 0 for label in classes}
     for label in train_labels:
@@ -319,19 +356,15 @@ def train_tfidf(
         for alpha, _ in grid
     ]
     with tempfile.TemporaryDirectory(prefix="textclf-tfidf-") as scratch:
-        chunks = []
+        jobs = [(features.params(), [texts[i] for i in order[start : start + cfg.chunk_rows]],
+                 order[start : start + cfg.chunk_rows], str(Path(scratch) / f"chunk-{number}"))
+                for number, start in enumerate(range(0, n, cfg.chunk_rows))]
+        chunks = [Path(job[3]) for job in jobs]
         df_word = np.zeros(2**cfg.word_features_log2, dtype=np.int64)
         df_char = np.zeros(2**cfg.char_features_log2, dtype=np.int64)
-        for number, start in enumerate(range(0, n, cfg.chunk_rows)):
-            rows = order[start : start + cfg.chunk_rows]
-            word, char = features.counts([texts[i] for i in rows])
-            df_word += np.bincount(word.indices, minlength=df_word.size)
-            df_char += np.bincount(char.indices, minlength=df_char.size)
-            path = Path(scratch) / f"chunk-{number}"
-            sparse.save_npz(f"{path}-word.npz", word, compressed=False)
-            sparse.save_npz(f"{path}-char.npz", char, compressed=False)
-            np.save(f"{path}-rows.npy", rows)
-            chunks.append(path)
+        for word_df, char_df in _map_in_processes(_count_chunk, jobs):
+            df_word += word_df
+            df_char += char_df
         features.fit_idf(df_word, df_char, n, cfg.min_df)
 
         def learn(model: SGDClassifier, power: float, x: sparse.csr_matrix, rows: np.ndarray) -> None:
