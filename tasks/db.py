@@ -541,10 +541,46 @@ def set_model_artifact(cur, version: int, uri: str, sha256: str, size_bytes: int
     cur.execute(
         """
         UPDATE textclf.model_versions
-        SET artifact_uri = %s, artifact_sha256 = %s, size_bytes = %s WHERE version = %s
+        SET artifact_uri = %s, artifact_sha256 = %s, size_bytes = %s, artifact_deleted_at = NULL
+        WHERE version = %s
         """,
         (uri, sha256, size_bytes, version),
     )
+
+
+def retention_candidates(cur, keep_candidates: int) -> list[dict[str, Any]]:
+    """Versions whose artifact may go: never champion (champion_history keeps every version a
+    rollback can return to), not among the newest ``keep_candidates`` versions, still stored."""
+    cur.execute(
+        """
+        SELECT version, kind, artifact_uri, size_bytes FROM textclf.model_versions mv
+        WHERE artifact_deleted_at IS NULL AND artifact_uri <> ''
+          AND NOT EXISTS (SELECT 1 FROM textclf.champion_history h WHERE h.model_version = mv.version)
+          AND version NOT IN (SELECT version FROM textclf.model_versions ORDER BY version DESC LIMIT %s)
+        ORDER BY version
+        """,
+        (keep_candidates,),
+    )
+    return all_dicts(cur)
+
+
+def mark_artifact_deleted(cur, version: int) -> bool:
+    """Record the deletion, unless the version became champion meanwhile (then False)."""
+    cur.execute(
+        """
+        UPDATE textclf.model_versions mv SET artifact_deleted_at = now()
+        WHERE version = %s AND artifact_deleted_at IS NULL
+          AND NOT EXISTS (SELECT 1 FROM textclf.champion_history h WHERE h.model_version = mv.version)
+        """,
+        (version,),
+    )
+    return cur.rowcount == 1
+
+
+def runs_validated_before(cur, cutoff: datetime) -> list[str]:
+    cur.execute("SELECT run_id FROM textclf.validation_runs WHERE validated_at < %s ORDER BY run_id",
+                (cutoff,))
+    return [row[0] for row in cur.fetchall()]
 
 
 def model_version(cur, version: int) -> dict[str, Any] | None:
@@ -833,6 +869,76 @@ def prediction_count(cur, model_version: int | None = None) -> int:
 
 
 # --- reporting -------------------------------------------------------------------------------
+
+
+def leaderboard(cur) -> list[dict[str, Any]]:
+    """Every model version with its latest test evaluation (macro-F1, interval vs the champion)."""
+    cur.execute(
+        """
+        SELECT mv.version, mv.kind, mv.created_at, mv.run_id, mv.artifact_uri, mv.size_bytes,
+               mv.metrics->>'val_macro_f1' AS val_macro_f1,
+               (c.model_version IS NOT NULL) AS is_champion,
+               e.run_id AS evaluated_in, e.evaluated_at, e.role AS evaluated_as,
+               (e.metrics->>'macro_f1')::float8 AS test_macro_f1,
+               (e.comparison->>'macro_f1_diff')::float8 AS diff_vs_champion,
+               (e.comparison->>'ci_low')::float8 AS ci_low,
+               (e.comparison->>'ci_high')::float8 AS ci_high
+        FROM textclf.model_versions mv
+        LEFT JOIN textclf.champion_history c ON c.model_version = mv.version AND c.valid_to IS NULL
+        LEFT JOIN LATERAL (
+            SELECT * FROM textclf.evaluations ev WHERE ev.model_version = mv.version
+            ORDER BY ev.evaluated_at DESC LIMIT 1
+        ) e ON TRUE
+        ORDER BY mv.version DESC
+        """
+    )
+    rows = all_dicts(cur)
+    for row in rows:
+        row["val_macro_f1"] = float(row["val_macro_f1"]) if row["val_macro_f1"] is not None else None
+    return rows
+
+
+def nightly_scores(cur, limit_runs: int = 60) -> list[dict[str, Any]]:
+    """Test macro-F1 of every model evaluated in the last ``limit_runs`` runs, with the run's
+    data interval end and whether the model was the champion then."""
+    cur.execute(
+        """
+        WITH runs AS (
+            SELECT run_id, interval_end FROM textclf.validation_runs
+            ORDER BY interval_end DESC, validated_at DESC LIMIT %s
+        )
+        SELECT r.run_id, r.interval_end, e.model_version, mv.kind, e.role,
+               (e.metrics->>'macro_f1')::float8 AS macro_f1
+        FROM runs r
+        JOIN textclf.evaluations e USING (run_id)
+        JOIN textclf.model_versions mv ON mv.version = e.model_version
+        ORDER BY r.interval_end, e.model_version
+        """,
+        (limit_runs,),
+    )
+    return all_dicts(cur)
+
+
+def run_summaries(cur, limit: int = 30) -> list[dict[str, Any]]:
+    """The latest runs: validation outcome, quarantined rows, promotion decision and reasons."""
+    cur.execute(
+        """
+        SELECT v.run_id, v.logical_date, v.interval_start, v.interval_end, v.status, v.new_rows,
+               v.snapshot_rows, v.quarantined_rows, v.failures, v.data_docs_path,
+               d.decision, d.champion_before, d.champion_after, d.reasons, d.decided_at,
+               (SELECT count(*) FROM textclf.evaluations e WHERE e.run_id = v.run_id) AS evaluated
+        FROM textclf.validation_runs v
+        LEFT JOIN LATERAL (
+            SELECT * FROM textclf.promotion_decisions pd WHERE pd.run_id = v.run_id
+            ORDER BY pd.id DESC LIMIT 1
+        ) d ON TRUE
+        ORDER BY v.interval_end DESC, v.validated_at DESC
+        LIMIT %s
+        """,
+        (limit,),
+    )
+    return all_dicts(cur)
+
 
 
 def latest_evaluated_run(cur) -> str | None:

@@ -1,53 +1,46 @@
-"""The registry plugin: loads the way Airflow loads plugins, and serves the registry from PostgreSQL.
-
-Rows go into a database of their own on the test server (``<test database>_plugin``, recreated
-per run), so champion rows written here never meet those of other tests.
-"""
+"""The registry plugin: loads the way Airflow loads plugins, serves the registry, the nightly
+chart, the champion timeline and each run's decision rule by rule from PostgreSQL, behind the
+auth manager's DAG read access. (The real api-server and a browser: tests/test_browser.py.)"""
 
 from __future__ import annotations
 
-import os
+import subprocess
 import sys
-from datetime import UTC, datetime
-from pathlib import Path
-from urllib.parse import urlsplit
+from datetime import UTC, datetime, timedelta
 
-import psycopg2
 import pytest
-from psycopg2 import sql
+from test_decisions import run_date
 
-PLUGINS_DIR = Path(__file__).resolve().parents[1] / "plugins"
-TEST_DATABASE_URL = os.environ.get(
-    "TEXTCLF_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/textclf_test"
-)
-RUN_ID = "scheduled__2026-11-19T02:00:00+00:00"
+from tasks.config import REPO_ROOT
+from test_dag import seed
+
+PLUGINS_DIR = REPO_ROOT / "plugins"
 XSS = "<script>alert('x')</script>"
+DAY = datetime(2026, 11, 20, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
 def plugin():
-    """The plugin instance and its module, loaded by Airflow's own plugins-folder loader."""
+    """The plugin instance and its FastAPI app, loaded by Airflow's own plugins-folder loader."""
     from airflow._shared.plugins_manager import _load_plugins_from_plugin_directory
 
+    sys.path.insert(0, str(PLUGINS_DIR))
     plugins, errors = _load_plugins_from_plugin_directory(plugins_folder=str(PLUGINS_DIR))
     assert errors == {}
     [instance] = [p for p in plugins if p.name == "textclf_registry"]
-    return instance, sys.modules[type(instance).__module__]
+    [entry] = instance.fastapi_apps
+    return instance, entry["app"]
 
 
 def test_plugin_follows_airflow_plugin_conventions(plugin):
     from airflow.api_fastapi.app import RESERVED_URL_PREFIXES
-    from airflow.api_fastapi.core_api.datamodels.plugins import (
-        ExternalViewResponse,
-        FastAPIAppResponse,
-    )
+    from airflow.api_fastapi.core_api.datamodels.plugins import ExternalViewResponse, FastAPIAppResponse
     from airflow.plugins_manager import is_valid_plugin
     from fastapi import FastAPI
 
-    instance, _ = plugin
-    assert is_valid_plugin(type(instance))
+    instance, app = plugin
+    assert is_valid_plugin(type(instance)) and isinstance(app, FastAPI)
     [entry] = instance.fastapi_apps
-    assert isinstance(entry["app"], FastAPI)
     assert not any(entry["url_prefix"].startswith(p) for p in RESERVED_URL_PREFIXES)
     FastAPIAppResponse.model_validate({**entry, "app": "FastAPI"})
     [view] = instance.external_views
@@ -56,101 +49,92 @@ def test_plugin_follows_airflow_plugin_conventions(plugin):
     assert parsed.href == entry["url_prefix"].lstrip("/") + "/"  # relative to the UI base URL
 
 
-def test_routes_require_an_airflow_user(plugin, monkeypatch):
-    """No credentials: 401; a token Airflow's auth manager rejects, as header or UI cookie: 403."""
+def test_loading_the_plugin_does_not_import_the_api_servers_security_module():
+    code = (f"import sys; sys.path.insert(0, {str(PLUGINS_DIR)!r}); import textclf_registry; "
+            "print('airflow.api_fastapi.core_api.security' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_routes_require_read_access_to_the_dag(plugin, monkeypatch):
+    """No credentials: 401; a token the auth manager rejects, as header or UI cookie: 403. The
+    dependency is Airflow's public requires_access_dag for GET on textclf_retrain."""
     from airflow.api_fastapi import app as api_app
     from fastapi.testclient import TestClient
 
-    _, module = plugin
-    monkeypatch.setenv(
-        "AIRFLOW__CORE__AUTH_MANAGER",
-        "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
-    )
+    _, app = plugin
+    [dependency] = app.router.dependencies
+    assert dependency.dependency.__qualname__.startswith("requires_access_dag")
+    monkeypatch.setenv("AIRFLOW__CORE__AUTH_MANAGER",
+                       "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager")
     monkeypatch.setattr(api_app._AuthManagerState, "instance", None)
     api_app.create_auth_manager()
-    client = TestClient(module.app)
-    assert client.get("/").status_code == 401
-    assert client.get("/registry.json").status_code == 401
+    client = TestClient(app)
+    for path in ("/", "/registry.json", "/runs.json", "/runs/x/report/index.html"):
+        assert client.get(path).status_code == 401, path
     assert client.get("/", headers={"Authorization": "Bearer not-a-jwt"}).status_code == 403
     client.cookies.set("_token", "not-a-jwt")  # how the UI's iframe authenticates
     assert client.get("/registry.json").status_code == 403
 
 
-# --- against PostgreSQL ------------------------------------------------------------------------
-
-
-def _on_database(url: str, name: str) -> str:
-    return urlsplit(url)._replace(path="/" + name).geturl()
-
-
-@pytest.fixture(scope="module")
-def registry_url():
-    """A fresh database with two model versions, v2 champion after v1, one reason with markup."""
-    from tasks import db
-
-    name = urlsplit(TEST_DATABASE_URL).path.lstrip("/") + "_plugin"
-    admin = psycopg2.connect(_on_database(TEST_DATABASE_URL, "postgres"))
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    admin.close()
-    url = _on_database(TEST_DATABASE_URL, name)
-    db.upgrade(url)
-
-    def version(cur, kind, metrics):
-        return db.upsert_model_version(cur, {
-            "kind": kind, "labels": ["negative", "neutral", "positive"], "params": {},
-            "metrics": metrics, "artifact_uri": f"/data/models/{kind}", "artifact_sha256": "0" * 64,
-            "size_bytes": 1, "data_fingerprint": None, "code_version": "test", "run_id": RUN_ID,
-            "logical_date": datetime(2026, 11, 19, 2, tzinfo=UTC), "train_seconds": 1.0,
-            "peak_memory_bytes": None, "training_key": f"plugin-test-{kind}",
-        })
-
-    with psycopg2.connect(url) as conn, conn.cursor() as cur:
-        v1 = version(cur, "tfidf", {"macro_f1": 0.6123, "val_macro_f1": 0.6})
-        v2 = version(cur, "bert", {"macro_f1": 0.7345, "val_macro_f1": 0.71})
-        db.lock_champion(cur)
-        db.switch_champion(cur, v1, "first model", "textclf_retrain", None)
-        db.switch_champion(cur, v2, f"better macro-F1 {XSS}", "ops@example.com", None)
-    conn.close()
-    return url
-
-
 @pytest.fixture
-def client(plugin, registry_url, monkeypatch, tmp_path):
+def client(plugin, settings, monkeypatch):
+    """The app without the auth check, on a registry with two nights: a promotion, then a night
+    whose challenger did not qualify; plus a champion change with markup in its reason."""
     from fastapi.testclient import TestClient
 
-    _, module = plugin
-    from tasks.airflow_env import connection_json
+    from tasks import registry
+    from tasks.airflow_env import manual_run_interval
 
-    monkeypatch.setenv("AIRFLOW_CONN_TEXTCLF_DB", connection_json(registry_url))
-    monkeypatch.setenv("TEXTCLF_HOME", str(tmp_path))
-    monkeypatch.delenv("TEXTCLF_CONFIG", raising=False)
-    module.app.dependency_overrides[module.require_airflow_user] = lambda: None
-    yield TestClient(module.app)
-    module.app.dependency_overrides.clear()
+    _, app = plugin
+    monkeypatch.setenv("TEXTCLF_HOME", str(settings.home))
+    seed(settings, days=4, per_day=60, end=manual_run_interval(DAY.date())[1])
+    run_date(settings, DAY - timedelta(days=1), "night-1")
+    second = run_date(settings, DAY, "night-2", max_train_rows=60)
+    registry.set_champion(settings, second["candidate"]["version"], reason=f"manual {XSS}",
+                          actor="ops@example.com")
+    [dependency] = app.router.dependencies
+    app.dependency_overrides[dependency.dependency] = lambda: None
+    yield TestClient(app)
+    app.dependency_overrides.clear()
 
 
-def test_page_lists_versions_champion_and_history(client):
+def test_page_shows_leaderboard_chart_timeline_and_decisions(client, pg):
+    from conftest import fetch
+
     response = client.get("/")
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/html")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
     page = response.text
-    assert "<td>v1</td><td>tfidf</td>" in page
-    assert "<td>v2</td><td>bert</td>" in page
-    assert "<strong>v2</strong> (bert)" in page  # the current champion
-    assert "macro_f1&nbsp;0.7345" in page
-    assert "ops@example.com" in page and "first model" in page
-    assert XSS not in page and "&lt;script&gt;" in page
-    assert f"runs/{RUN_ID.replace(':', '%3A').replace('+', '%2B')}" in page
+    for version, test_f1 in fetch(pg, """
+            SELECT DISTINCT ON (model_version) model_version, (metrics->>'macro_f1')::float8
+            FROM textclf.evaluations ORDER BY model_version, evaluated_at DESC"""):
+        assert f'<tr data-version="{version}">' in page
+        assert f"{test_f1:.4f}" in page  # the leaderboard's test macro-F1 is the database's
+    assert 'id="nightly-chart"' in page and page.count("<polyline") == 1  # one kind: tfidf
+    assert "champion-point" in page and "<script" not in page.lower().replace(XSS.lower(), "")
+    assert "ops@example.com" in page and XSS not in page and "&lt;script&gt;" in page
+    assert "beats_champion" in page and "no_class_regression" in page  # rule by rule
+    assert "runs/night-1/report/index.html" in page and "../dags/textclf_retrain/runs/night-2" in page
 
 
-def test_json_endpoint(client):
-    response = client.get("/registry.json")
-    assert response.status_code == 200
-    data = response.json()
-    assert [m["kind"] for m in data["models"]] == ["tfidf", "bert"]
-    assert data["champion"]["kind"] == "bert" and data["champion"]["is_champion"] is True
-    assert [h["actor"] for h in data["history"]] == ["textclf_retrain", "ops@example.com"]
-    assert data["history"][0]["valid_to"] == data["history"][1]["valid_from"]
+def test_json_endpoints_follow_their_openapi_schema(client):
+    registry = client.get("/registry.json").json()
+    assert registry["champion"]["is_champion"] and len(registry["models"]) == 2
+    assert [h["actor"] for h in registry["history"]][-1] == "ops@example.com"
+    runs = client.get("/runs.json").json()
+    assert [r["run_id"] for r in runs] == ["night-2", "night-1"]
+    assert runs[1]["decision"] == "promoted" and runs[0]["decision"] == "kept"
+    assert runs[0]["verdicts"][0]["rules"][0]["rule"] == "macro_f1_floor"
+    chart = client.get("/chart.json").json()
+    assert [s["kind"] for s in chart["series"]] == ["tfidf"] and len(chart["series"][0]["points"]) == 2
+    schema = client.get("/openapi.json").json()
+    assert {"/registry.json", "/runs.json", "/chart.json", "/runs/{run_id}/report/{path}"} <= set(schema["paths"])
+    assert "Verdict" in schema["components"]["schemas"]
+
+
+def test_study_reports_are_served_from_run_storage_and_paths_cannot_escape(client):
+    response = client.get("/runs/night-1/report/index.html")
+    assert response.status_code == 200 and "textclf run night-1" in response.text
+    assert client.get("/runs/night-1/report/confusion_v1_tfidf.png").status_code in (200, 404)
+    assert client.get("/runs/night-1/report/..%2F..%2Fclean.parquet").status_code in (400, 404)
+    assert client.get("/runs/night-1/report/missing.html").status_code == 404
