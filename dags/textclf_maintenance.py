@@ -1,0 +1,49 @@
+"""
+### textclf_maintenance: retention of artifacts, run folders and checkpoints
+
+Every day at 04:00 UTC (after the nightly retrain), as `textclf gc` does:
+
+* **keeps** every model version that was ever champion (rollback can return to any of them) and
+  the newest `keep_candidates` versions (textclf.toml `[retention]`, default 10);
+* **deletes** the artifacts of other versions (their rows stay, marked, for the audit trail),
+  run folders (snapshots, clean rows, reports, data docs) of runs older than `max_age_days`
+  (default 30), and worker-local checkpoints and scratch untouched for as long.
+
+The task log lists what went and the space freed. Trigger with *dry run* to see it first.
+Airflow's own tables grow too: `airflow db clean --clean-before-timestamp <date>` (see the README).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from airflow.sdk import CronTriggerTimetable, Param, dag, task
+
+
+@dag(
+    dag_id="textclf_maintenance",
+    schedule=CronTriggerTimetable("0 4 * * *", timezone="UTC"),
+    start_date=datetime(2026, 1, 1, tzinfo=UTC),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    tags=["textclf", "maintenance"],
+    params={
+        "dry_run": Param(False, type="boolean", title="Dry run",
+                         description="List what would be deleted, delete nothing.", section="Retention"),
+    },
+    default_args={"retries": 1, "retry_delay": timedelta(minutes=5), "execution_timeout": timedelta(hours=1)},
+)
+def textclf_maintenance():
+    @task(doc_md="Delete what retention allows; log every item and the space freed.")
+    def collect_garbage(*, params=None):
+        from textclf_airflow import textclf_settings
+
+        from tasks.retention import collect_garbage as collect
+
+        return collect(textclf_settings(), dry_run=bool(params.get("dry_run"))).to_dict()
+
+    collect_garbage()
+
+
+textclf_maintenance()

@@ -1,0 +1,113 @@
+"""Retention: what `textclf gc` and the textclf_maintenance DAG delete, and what they never do.
+
+Kept: every model version that was ever champion (a rollback may return to any of them; their
+rows in champion_history are the rule, enforced again under the champion lock when deleting),
+and the newest ``keep_candidates`` versions. Deleted: the artifacts of other versions (the
+version row stays, marked, for the audit trail; a retraining with the same key stores it again),
+run folders (snapshots, clean rows, reports, data docs) of runs validated more than
+``max_age_days`` ago, and worker-local checkpoints, scratch and model caches untouched for as long.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from tasks import db, storage
+from tasks.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Freed:
+    what: str
+    where: str
+    bytes: int
+
+
+@dataclass
+class RetentionReport:
+    dry_run: bool
+    freed: list[Freed] = field(default_factory=list)
+    kept_versions: list[int] = field(default_factory=list)
+
+    @property
+    def bytes_freed(self) -> int:
+        return sum(f.bytes for f in self.freed)
+
+    def summary(self) -> str:
+        verb = "would free" if self.dry_run else "freed"
+        counts: dict[str, int] = {}
+        for item in self.freed:
+            counts[item.what] = counts.get(item.what, 0) + 1
+        parts = ", ".join(f"{n} {what}" for what, n in sorted(counts.items())) or "nothing"
+        return f"retention {verb} {self.bytes_freed / 2**20:.1f} MiB: {parts}"
+
+    def to_dict(self) -> dict:
+        return {"dry_run": self.dry_run, "bytes_freed": self.bytes_freed, "summary": self.summary(),
+                "freed": [f.__dict__ for f in self.freed]}
+
+
+def _tree_bytes(path: storage.UPath | Path) -> int:
+    try:
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    except FileNotFoundError:
+        return 0
+
+
+def _old_local_dirs(parent: Path, cutoff: float) -> list[Path]:
+    """Subdirectories of ``parent`` in which nothing changed since ``cutoff`` (epoch seconds)."""
+    if not parent.is_dir():
+        return []
+    old = []
+    for child in sorted(parent.iterdir()):
+        if child.is_dir():
+            newest = max((p.stat().st_mtime for p in child.rglob("*")), default=child.stat().st_mtime)
+            if newest < cutoff:
+                old.append(child)
+    return old
+
+
+def collect_garbage(settings: Settings, *, dry_run: bool = False, now: datetime | None = None) -> RetentionReport:
+    policy = settings.retention
+    now = now or datetime.now(UTC)
+    cutoff = now - timedelta(days=policy.max_age_days)
+    report = RetentionReport(dry_run=dry_run)
+
+    with db.connect(settings) as conn, conn.cursor() as cur:
+        candidates = db.retention_candidates(cur, policy.keep_candidates)
+        old_runs = db.runs_validated_before(cur, cutoff)
+    for row in candidates:
+        uri = storage.upath(row["artifact_uri"])
+        size = row["size_bytes"] or _tree_bytes(uri)
+        if not dry_run:
+            with db.connect(settings) as conn, conn, conn.cursor() as cur:
+                db.lock_champion(cur)  # no promotion can pick it while it goes
+                if not db.mark_artifact_deleted(cur, row["version"]):
+                    continue
+            storage.remove_tree(uri)
+        report.freed.append(Freed(f"model artifact (v{row['version']} {row['kind']})", str(uri), size))
+    for run_id in old_runs:
+        run_dir = settings.run_dir(run_id)
+        if run_dir.exists():
+            size = _tree_bytes(run_dir)
+            if not dry_run:
+                storage.remove_tree(run_dir)
+            report.freed.append(Freed("run folder", str(run_dir), size))
+    for what, parent in (("checkpoints", settings.home / "checkpoints"), ("scratch", settings.home / "scratch"),
+                         ("model cache", settings.home / "cache" / "models")):
+        for directory in _old_local_dirs(parent, cutoff.timestamp()):
+            size = _tree_bytes(directory)
+            if not dry_run:
+                shutil.rmtree(directory, ignore_errors=True)
+            report.freed.append(Freed(what, str(directory), size))
+    for item in report.freed:
+        log.info("%s %s: %s (%.1f MiB)", "would delete" if dry_run else "deleted", item.what, item.where,
+                 item.bytes / 2**20)
+    log.info("%s", report.summary())
+    return report
+
