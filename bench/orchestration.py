@@ -46,6 +46,7 @@ def measure(url: str, runs: int) -> dict:
     admin.close()
     env = airflow_environment(settings)
     os.environ.update(env)
+    os.environ["TEXTCLF_IN_PROCESS_RUN"] = "1"  # dag.test(): see dags/textclf_retrain.py
     os.environ["TEXTCLF_DATABASE_URL"] = url
     prepare_airflow(settings, env)
 

@@ -24,6 +24,7 @@ from tasks.process_guard import run_guarded
 
 AIRFLOW_DATABASE = "textclf_airflow"
 DAG_ID = "textclf_retrain"
+IN_PROCESS_RUN = "TEXTCLF_IN_PROCESS_RUN"  # set for `airflow dags test` (see dags/textclf_retrain.py)
 ADMIN_USER = "admin"
 PASSWORDS_FILE = "simple_auth_manager_passwords.json"
 SIMPLE_AUTH_MANAGER = (
@@ -89,6 +90,7 @@ def airflow_environment(
     base_url = f"http://{host}:{port}"
     env = dict(os.environ)
     env.pop("TEXTCLF_DATABASE_URL", None)  # inside Airflow the connection is the one source
+    env.pop(IN_PROCESS_RUN, None)
     env.update({
         "PATH": venv_bin + os.pathsep + env.get("PATH", ""),
         "AIRFLOW_HOME": str(home),
@@ -106,7 +108,8 @@ def airflow_environment(
         "AIRFLOW__CORE__FERNET_KEY": env.get("AIRFLOW__CORE__FERNET_KEY")
         or _secret(home, "fernet_key", _fernet_key),
         "AIRFLOW__CORE__AUTH_MANAGER": SIMPLE_AUTH_MANAGER,
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
+        # user:role pairs; TEXTCLF_AIRFLOW_USERS adds more, e.g. "admin:admin,analyst:viewer".
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": env.get("TEXTCLF_AIRFLOW_USERS") or f"{ADMIN_USER}:admin",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / PASSWORDS_FILE),
         "AIRFLOW__API__HOST": host,
         "AIRFLOW__API__PORT": str(port),
@@ -123,21 +126,22 @@ def airflow_environment(
     return env
 
 
-def admin_password(home: Path) -> tuple[str, Path]:
-    """The admin password, generated on first use (mode 0600) where the auth manager reads it."""
+def admin_password(home: Path, user: str = ADMIN_USER) -> tuple[str, Path]:
+    """A user's password (default: the admin's), generated on first use (mode 0600) where the
+    simple auth manager reads it; other users' entries are kept."""
     path = home / PASSWORDS_FILE
     passwords: dict[str, str] = {}
     if path.exists():
         text = path.read_text().strip()
         passwords = json.loads(text) if text else {}
-    if not passwords.get(ADMIN_USER):
-        passwords[ADMIN_USER] = secrets.token_urlsafe(18)
+    if not passwords.get(user):
+        passwords[user] = secrets.token_urlsafe(18)
         home.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(json.dumps(passwords) + "\n")
     path.chmod(0o600)
-    return passwords[ADMIN_USER], path
+    return passwords[user], path
 
 
 def _migrated_marker(home: Path) -> Path:
@@ -193,7 +197,7 @@ def run_dag_for_date(
 ) -> int:
     """``airflow dags test textclf_retrain DAY``: the real DAG, in-process, one run; stopping
     this process (even with SIGKILL) stops the run. Returns the exit status."""
-    env = prepare_airflow(settings, airflow_environment(settings))
+    env = prepare_airflow(settings, {**airflow_environment(settings), IN_PROCESS_RUN: "1"})
     command = ["airflow", "dags", "test", DAG_ID, day.isoformat()]
     if conf:
         command += ["--conf", conf]

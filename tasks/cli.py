@@ -182,22 +182,53 @@ def cmd_models(args) -> int:
     return 0
 
 
+def cmd_gc(args) -> int:
+    from tasks.retention import collect_garbage
+
+    report = collect_garbage(_settings(args), dry_run=args.dry_run)
+    for item in report.freed:
+        print(f"  {'would delete' if report.dry_run else 'deleted'} {item.what}: {item.where} "
+              f"({item.bytes / 2**20:.1f} MiB)")
+    print(report.summary())
+    return 0
+
+
+def _tell_airflow(settings, change: str, version: int, reason: str, actor: str) -> None:
+    """The champion asset event a nightly promotion emits, for a change made here."""
+    from tasks.airflow_client import AirflowUnreachable, emit_champion_event
+
+    try:
+        event = emit_champion_event(settings, {"version": version, "change": change, "reason": reason,
+                                               "actor": actor})
+    except AirflowUnreachable as exc:
+        print(f"textclf: warning: the champion changed, but Airflow was not told ({exc}); DAGs "
+              "scheduled on the textclf_champion asset will not run for this change", file=sys.stderr)
+        return
+    print(f"Airflow told: event {event} on the textclf_champion asset")
+
+
 def cmd_promote(args) -> int:
     from tasks import registry
 
+    settings = _settings(args)
     changed = registry.set_champion(
-        _settings(args), args.version, reason=args.reason, actor=args.actor, decision="manual"
+        settings, args.version, reason=args.reason, actor=args.actor, decision="manual"
     )
     print(f"model version {args.version} is champion"
           + ("" if changed else " (it already was; decision recorded)"))
+    if changed and not args.no_airflow:
+        _tell_airflow(settings, "manual promotion", args.version, args.reason, args.actor)
     return 0
 
 
 def cmd_rollback(args) -> int:
     from tasks import registry
 
-    version = registry.rollback(_settings(args), actor=args.actor, reason=args.reason)
+    settings = _settings(args)
+    version = registry.rollback(settings, actor=args.actor, reason=args.reason)
     print(f"rolled back: model version {version} is champion again")
+    if not args.no_airflow:
+        _tell_airflow(settings, "rollback", version, args.reason, args.actor)
     return 0
 
 
@@ -301,12 +332,20 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("version", type=int)
     promote.add_argument("--reason", required=True)
     promote.add_argument("--actor", default=getpass.getuser())
+    promote.add_argument("--no-airflow", action="store_true",
+                         help="do not post the champion asset event to Airflow")
     promote.set_defaults(func=cmd_promote)
 
     rollback = sub.add_parser("rollback", help="back to the previous champion")
     rollback.add_argument("--reason", default="rollback")
     rollback.add_argument("--actor", default=getpass.getuser())
+    rollback.add_argument("--no-airflow", action="store_true",
+                          help="do not post the champion asset event to Airflow")
     rollback.set_defaults(func=cmd_rollback)
+
+    gc = sub.add_parser("gc", help="delete old artifacts, run folders and checkpoints ([retention])")
+    gc.add_argument("--dry-run", action="store_true", help="list what would go, delete nothing")
+    gc.set_defaults(func=cmd_gc)
 
     champion = sub.add_parser("champion", help="which model version was champion at a time")
     champion.add_argument("--at", type=_parse_timestamp, help="ISO timestamp (default now)")

@@ -98,6 +98,27 @@ class PromotionPolicy:
             raise ValueError("min_class_support and max_class_regression must not be negative")
 
 
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """What `textclf gc` and the textclf_maintenance DAG keep (see tasks.retention)."""
+
+    keep_candidates: int = 10  # newest model versions kept whatever they are; champions always
+    max_age_days: int = 30  # run folders, checkpoints and scratch older than this go
+
+    def __post_init__(self) -> None:
+        if self.keep_candidates < 0 or self.max_age_days < 1:
+            raise ValueError("keep_candidates must be >= 0 and max_age_days >= 1")
+
+
+@dataclass(frozen=True)
+class AirflowApi:
+    """Where `textclf promote` and `textclf rollback` tell Airflow that the champion changed."""
+
+    api_url: str = "http://127.0.0.1:8080"
+    username: str = "admin"
+    password_file: str | None = None  # JSON {user: password}; default: the local `textclf airflow`'s
+
+
 DEFAULT_LABELLED_SOURCE = SourceTable(SCHEMA, "labelled_texts", weight_column="weight")
 DEFAULT_DOCUMENTS_SOURCE = SourceTable(
     SCHEMA, "documents", timestamp_column="created_at", label_column=None
@@ -115,6 +136,8 @@ class Settings:
     snapshot_window_days: int | None = None
     validation: ValidationThresholds = field(default_factory=ValidationThresholds)
     promotion: PromotionPolicy = field(default_factory=PromotionPolicy)
+    retention: RetentionPolicy = field(default_factory=RetentionPolicy)
+    airflow: AirflowApi = field(default_factory=AirflowApi)
     candidates: tuple[str, ...] = field(default_factory=default_candidates)
     # One typed config per candidate kind, from the [<kind>] tables; defaults where absent.
     candidate_configs: dict[str, CandidateConfig] = field(default_factory=dict)
@@ -210,13 +233,18 @@ def settings_from_mapping(raw: dict[str, Any], home: Path, origin: str = "textcl
         values["validation"] = from_mapping(ValidationThresholds, raw.pop("validation"), "validation")
     if "promotion" in raw:
         values["promotion"] = from_mapping(PromotionPolicy, raw.pop("promotion"), "promotion")
+    if "retention" in raw:
+        values["retention"] = from_mapping(RetentionPolicy, raw.pop("retention"), "retention")
+    if "airflow" in raw:
+        values["airflow"] = from_mapping(AirflowApi, raw.pop("airflow"), "airflow")
     configs = {}
     for name, kind in KINDS.items():
         if name in raw:
             configs[name] = from_mapping(kind.config_class, raw.pop(name), name)
     values["candidate_configs"] = configs
     if raw:
-        known = [*_PLAIN_KEYS, "labelled_source", "documents_source", "validation", "promotion", *KINDS]
+        known = [*_PLAIN_KEYS, "labelled_source", "documents_source", "validation", "promotion",
+                 "retention", "airflow", *KINDS]
         raise ConfigError(
             f"unknown setting{'s' if len(raw) > 1 else ''} in {origin}: {', '.join(sorted(raw))} "
             f"(known: {', '.join(known)})"

@@ -5,12 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 
+def _score(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
 def print_leaderboard(models: list[dict[str, Any]]) -> None:
-    print(f"{'version':>7}  {'kind':<10} {'val macro-F1':>12}  {'created':<19}  champion")
+    """One line per version: validation macro-F1 beside the latest test macro-F1 (and the run
+    that measured it on its frozen test rows)."""
+    print(f"{'version':>7}  {'kind':<10} {'val macro-F1':>12} {'test macro-F1':>13}  {'created':<19}  "
+          f"champion  tested in")
     for m in models:
-        f1 = m["metrics"].get("val_macro_f1")
-        print(f"{m['version']:>7}  {m['kind']:<10} {f1 if f1 is None else f'{f1:.4f}':>12}  "
-              f"{m['created_at']:%Y-%m-%d %H:%M:%S}  {'*' if m['is_champion'] else ''}")
+        print(f"{m['version']:>7}  {m['kind']:<10} {_score(m['metrics'].get('val_macro_f1')):>12} "
+              f"{_score(m.get('test_macro_f1')):>13}  {m['created_at']:%Y-%m-%d %H:%M:%S}  "
+              f"{'*' if m['is_champion'] else '':<8}  {m.get('evaluated_in') or '-'}")
 
 
 def print_history(history: list[dict[str, Any]]) -> None:

@@ -564,6 +564,7 @@ def night_verdict(task_states: Mapping[str, str | None], candidate_tasks: set[st
     return "; ".join(parts) + "; see textclf.pipeline_events and the task logs"
 
 
-def record_failure(settings: Settings, run_id: str | None, task_id: str | None, message: str) -> None:
+def record_failure(settings: Settings, run_id: str | None, task_id: str | None, message: str,
+                   event: str = "task_failed") -> None:
     with db.connect(settings) as conn, conn, conn.cursor() as cur:
-        db.record_event(cur, run_id, task_id, "task_failed", message)
+        db.record_event(cur, run_id, task_id, event, message)

@@ -101,7 +101,7 @@ def find_trained(settings: Settings, key: str) -> int | None:
     """The version already trained under ``key``, if its artifact is intact."""
     with db.connect(settings) as conn, conn.cursor() as cur:
         row = db.model_version_by_training_key(cur, key)
-    if row is None or not row["artifact_uri"]:
+    if row is None or not row["artifact_uri"] or row.get("artifact_deleted_at"):
         return None
     try:
         fetch_artifact(settings, row["version"])
@@ -116,6 +116,9 @@ def fetch_artifact(settings: Settings, version: int) -> tuple[dict[str, Any], Pa
         row = db.model_version(cur, version)
     if row is None:
         raise RegistryError(f"model version {version} does not exist")
+    if row.get("artifact_deleted_at"):
+        raise RegistryError(f"the artifact of model version {version} was deleted by retention on "
+                            f"{row['artifact_deleted_at']:%Y-%m-%d} (it was never champion)")
     local = storage.local_tree(storage.upath(row["artifact_uri"]),
                                settings.home / "cache" / "models" / str(version))
     if not local.is_dir():
@@ -173,9 +176,13 @@ def set_champion(
     Records the decision either way; returns False when it already was the champion.
     """
     with db.connect(settings) as conn, conn, conn.cursor() as cur:
-        if db.model_version(cur, version) is None:
-            raise RegistryError(f"model version {version} does not exist")
         db.lock_champion(cur)
+        row = db.model_version(cur, version)
+        if row is None:
+            raise RegistryError(f"model version {version} does not exist")
+        if row["artifact_deleted_at"]:
+            raise RegistryError(f"model version {version} cannot be champion: retention deleted its "
+                                "artifact (it was never champion); retrain it")
         before = db.champion_at(cur)
         decision_id = db.record_decision(cur, {
             "run_id": run_id, "decision": decision, "champion_before": before,
@@ -272,8 +279,15 @@ def rollback(settings: Settings, *, actor: str, reason: str = "rollback") -> int
 
 
 def list_models(settings: Settings) -> list[dict[str, Any]]:
+    """Every version (oldest first) with its latest test evaluation beside its validation score."""
     with db.connect(settings) as conn, conn.cursor() as cur:
-        return db.model_versions(cur)
+        models = db.model_versions(cur)
+        latest = {row["version"]: row for row in db.leaderboard(cur)}
+    for model in models:
+        evaluation = latest.get(model["version"], {})
+        model["test_macro_f1"] = evaluation.get("test_macro_f1")
+        model["evaluated_in"] = evaluation.get("evaluated_in")
+    return models
 
 
 def champion_history(settings: Settings) -> list[dict[str, Any]]:

@@ -93,6 +93,7 @@ from tasks.airflow_env import airflow_environment  # noqa: E402
 from tasks.config import load_settings  # noqa: E402
 
 os.environ.update(airflow_environment(load_settings()))
+os.environ["TEXTCLF_IN_PROCESS_RUN"] = "1"  # the tests' dag.test() runs: see dags/textclf_retrain.py
 os.environ["TEXTCLF_DATABASE_URL"] = TEST_DATABASE_URL  # (the Airflow environment drops it)
 
 

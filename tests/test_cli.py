@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from conftest import register_tiny
+from tasks import db
 from tasks.cli import main
 
 
@@ -17,7 +18,7 @@ def run(capsys, *argv) -> tuple[int, str, str]:
 def test_db_url_and_upgrade(settings, capsys):
     assert run(capsys, "db-url") == (0, settings.database_url + "\n", "")
     code, out, _ = run(capsys, "db", "upgrade")
-    assert code == 0 and "migration 0004" in out
+    assert code == 0 and "migration 0005" in out
 
 
 def test_import_reports_counts_and_where_rejects_went(settings, capsys, tmp_path):
@@ -42,12 +43,22 @@ def test_registry_commands(settings, capsys, tiny_tfidf_dir):
     v1 = register_tiny(settings, tiny_tfidf_dir, key="a")
     v2 = register_tiny(settings, tiny_tfidf_dir, key="b")
     assert run(capsys, "champion")[0] == 1  # no champion yet
-    assert run(capsys, "promote", str(v1), "--reason", "first", "--actor", "ops")[0] == 0
-    assert run(capsys, "promote", str(v2), "--reason", "better", "--actor", "ops")[0] == 0
+    code, _, err = run(capsys, "promote", str(v1), "--reason", "first", "--actor", "ops")
+    # No Airflow listens here: the champion changes all the same, and the warning says what is lost.
+    assert code == 0 and "Airflow was not told" in err and "textclf_champion asset" in err
+    assert run(capsys, "promote", str(v2), "--reason", "better", "--actor", "ops", "--no-airflow") == (
+        0, f"model version {v2} is champion\n", "")
     code, out, _ = run(capsys, "champion")
     assert code == 0 and f"model version {v2}" in out
     code, out, _ = run(capsys, "rollback", "--actor", "ops")
     assert code == 0 and f"model version {v1} is champion again" in out
+
+    with db.connect(settings) as conn, conn, conn.cursor() as cur:
+        db.upsert_evaluation(cur, {"run_id": "night-9", "model_version": v1, "role": "champion",
+                                   "test_rows": 10, "test_fingerprint": "f", "metrics": {"macro_f1": 0.8125}})
+    code, out, _ = run(capsys, "models")
+    [line] = [line for line in out.splitlines() if line.split()[:2] == [str(v1), "tfidf"]]
+    assert line.split()[2:4] == ["1.0000", "0.8125"] and line.endswith("night-9")  # val beside test
 
     code, out, _ = run(capsys, "models", "--json")
     data = json.loads(out)

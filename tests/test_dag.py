@@ -256,3 +256,22 @@ def test_a_failed_candidate_fails_the_run_but_the_others_are_judged_and_predicti
                         (run.run_id,)))
     assert "no/such/checkpoint" in events["train_bert"]
     assert "candidate task(s) failed: train_bert" in events["finish"]
+
+
+def test_a_hung_night_is_reported_then_timed_out(pg, monkeypatch):
+    import runpy
+
+    import textclf_airflow
+
+    monkeypatch.delenv("TEXTCLF_IN_PROCESS_RUN")  # as the scheduler parses it
+    dag = runpy.run_path(str(DAG_FILE))["textclf_retrain"]()
+    assert dag.dagrun_timeout == timedelta(hours=12)
+    [alert] = dag.deadline if isinstance(dag.deadline, list) else [dag.deadline]
+    assert alert.interval == timedelta(hours=8)
+    assert "DAGRUN_QUEUED_AT" in type(alert.reference).__name__.upper() or "queued" in str(alert.reference).lower()
+    assert alert.callback.path.endswith("textclf_airflow.night_deadline_missed")
+    textclf_airflow.night_deadline_missed(context={
+        "dag_run": {"run_id": "scheduled__x", "state": "running"},
+        "deadline": {"deadline_time": "2026-11-21T10:00:00Z"}})
+    [(event, message)] = fetch(pg, "SELECT event, message FROM textclf.pipeline_events")
+    assert event == "deadline_missed" and "scheduled__x missed its deadline" in message
