@@ -92,9 +92,11 @@ def cmd_demo_data(args) -> int:
 
 
 def cmd_run(args) -> int:
+    from tasks import db
     from tasks.airflow_env import run_dag_for_date
 
     settings = _settings(args)
+    db.upgrade(db.database_url(settings))  # like `textclf airflow`: this command sets things up
     log_path = settings.home / "logs" / f"run-{args.date}.log" if args.quiet else None
     code = run_dag_for_date(settings, args.date, conf=args.conf, log_path=log_path)
     if code != 0:
@@ -182,6 +184,36 @@ def cmd_models(args) -> int:
     return 0
 
 
+def cmd_quarantine_list(args) -> int:
+    from tasks import db
+
+    with db.connect(_settings(args)) as conn, conn.cursor() as cur:
+        rows = db.quarantined(cur, args.stage, args.source, args.limit, args.all)
+    if args.json:
+        _print_json(rows)
+        return 0
+    for r in rows:
+        released = f"  released {r['released_at']:%Y-%m-%d} by {r['released_by']}" if r["released_at"] else ""
+        print(f"{r['stage']:<10} {r['source']}  row {r['source_row']}: {r['reason']}{released}")
+    print(f"({len(rows)} shown; SELECT * FROM textclf.quarantine for everything)")
+    return 0
+
+
+def cmd_quarantine_release(args) -> int:
+    from tasks import db
+    from tasks.errors import InputError
+
+    settings = _settings(args)
+    if not args.all and not args.row:
+        raise InputError("name the rows to release (--row ID, repeatable) or --all")
+    with db.connect(settings) as conn, conn, conn.cursor() as cur:
+        released = db.release_quarantined(cur, settings.labelled_source.qualified_name,
+                                          None if args.all else args.row, args.by)
+    print(f"released {released} quarantine entr{'y' if released == 1 else 'ies'}: the next run "
+          "validates those rows again")
+    return 0
+
+
 def cmd_gc(args) -> int:
     from tasks.retention import collect_garbage
 
@@ -247,7 +279,7 @@ def cmd_champion(args) -> int:
 def cmd_predict(args) -> int:
     from tasks.predict import predict_texts
 
-    texts = args.text or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    texts = args.text if args.text is not None else [line.rstrip("\n") for line in sys.stdin]
     version, results = predict_texts(_settings(args), texts, args.version)
     _print_json({"model_version": version, "predictions": results})
     return 0
@@ -343,6 +375,22 @@ def build_parser() -> argparse.ArgumentParser:
                           help="do not post the champion asset event to Airflow")
     rollback.set_defaults(func=cmd_rollback)
 
+    quarantine = sub.add_parser("quarantine", help="rows set aside by import, validation or scoring")
+    quarantine_sub = quarantine.add_subparsers(dest="quarantine_command", required=True)
+    listing = quarantine_sub.add_parser("list", help="the latest quarantined rows and why")
+    listing.add_argument("--stage", choices=["import", "validation", "prediction"])
+    listing.add_argument("--source", help="a file path or schema.table")
+    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--all", action="store_true", help="released entries too")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(func=cmd_quarantine_list)
+    release = quarantine_sub.add_parser(
+        "release", help="let rows quarantined by validation back (e.g. after fixing the label set)")
+    release.add_argument("--row", action="append", help="the row's id in the labelled source (repeatable)")
+    release.add_argument("--all", action="store_true", help="every row of the labelled source")
+    release.add_argument("--by", default=getpass.getuser(), help="who releases them (recorded)")
+    release.set_defaults(func=cmd_quarantine_release)
+
     gc = sub.add_parser("gc", help="delete old artifacts, run folders and checkpoints ([retention])")
     gc.add_argument("--dry-run", action="store_true", help="list what would go, delete nothing")
     gc.set_defaults(func=cmd_gc)
@@ -376,12 +424,15 @@ def main(argv: list[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     from tasks.config import ConfigError
+    from tasks.db import ChampionLocked, SchemaNotCurrent
+    from tasks.errors import InputError
     from tasks.importer import ImportError_
     from tasks.registry import ChecksumMismatch, RegistryError
 
     try:
         return args.func(args)
-    except (ConfigError, ImportError_, RegistryError, ChecksumMismatch, FileNotFoundError) as exc:
+    except (ConfigError, ImportError_, RegistryError, ChecksumMismatch, FileNotFoundError, InputError,
+            ChampionLocked, SchemaNotCurrent) as exc:
         print(f"textclf: error: {exc}", file=sys.stderr)
         return 2
 

@@ -39,7 +39,7 @@ def safe_name(run_id: str) -> str:
 def validate_identifier(value: str, setting: str) -> str:
     if not isinstance(value, str) or not IDENTIFIER_RE.match(value):
         raise ConfigError(
-            f"{setting}={value!r} is not a valid SQL identifier "
+            f"{setting} = {value!r} is not a valid SQL identifier "
             "(letters, digits and underscores, not starting with a digit, at most 63 characters)"
         )
     return value
@@ -119,6 +119,7 @@ class AirflowApi:
     password_file: str | None = None  # JSON {user: password}; default: the local `textclf airflow`'s
 
 
+SOURCE_NAMES = {f.name for f in fields(SourceTable)}  # every field is a SQL identifier
 DEFAULT_LABELLED_SOURCE = SourceTable(SCHEMA, "labelled_texts", weight_column="weight")
 DEFAULT_DOCUMENTS_SOURCE = SourceTable(
     SCHEMA, "documents", timestamp_column="created_at", label_column=None
@@ -197,6 +198,9 @@ def _source(raw: Any, default: SourceTable, setting: str) -> SourceTable:
     if default == DEFAULT_LABELLED_SOURCE:
         # A table of your own has no weight column unless it names one.
         default = replace(default, weight_column=None)
+    for name, value in raw.items():  # named as the file names them, before anything else
+        if name in SOURCE_NAMES and value is not None:
+            validate_identifier(value, f"[{setting}] {name}")
     base = {f.name: getattr(default, f.name) for f in fields(SourceTable)}
     return from_mapping(SourceTable, {**base, **raw}, setting)
 

@@ -21,6 +21,8 @@ def snapshot(settings: Settings, runs: int = 30) -> dict[str, Any]:
         history = db.champion_history(cur)
         scores = db.nightly_scores(cur, runs * 2)
         summaries = db.run_summaries(cur, runs)
+    for model in models:  # an object-store URI may carry credentials: never show them
+        model["artifact_uri"] = db.masked(model["artifact_uri"] or "")
     champion = next((m for m in models if m["is_champion"]), None)
     return {
         "champion": champion,

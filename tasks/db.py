@@ -11,6 +11,7 @@ import io
 import json
 import logging
 import os
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -143,6 +144,11 @@ def missing_connection() -> ConfigError:
     )
 
 
+def masked(url: str) -> str:
+    """A URL or URI as it may be shown in a log or a page: any password replaced by ***."""
+    return re.sub(r"(://[^:/@\s]+:)[^@/\s]*@", r"\1***@", url)
+
+
 def sqlalchemy_url(url: str, database: str | None = None) -> str:
     """The same server as ``url`` in SQLAlchemy form, optionally another database on it."""
     from sqlalchemy.engine import make_url
@@ -189,17 +195,68 @@ def upgrade(url: str) -> str:
     return version
 
 
+class SchemaNotCurrent(RuntimeError):
+    """The database schema is not the one this code needs; migrations are an explicit step."""
+
+
+def head_revision() -> str:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    head = ScriptDirectory.from_config(config).get_current_head()
+    assert head, "no migrations"
+    return head
+
+
+def check_schema(conn, url: str) -> None:
+    """Refuse to work on a schema other than the newest migration (once per process and URL).
+    Migrations run only through `textclf db upgrade` (the compose init service, `textclf demo`,
+    `textclf airflow`), never as a side effect of some process's first connection."""
+    if url in _upgraded:
+        return
+    with conn.cursor() as cur:
+        cur.execute("SELECT to_regclass('textclf.alembic_version')")
+        current = None
+        if cur.fetchone()[0]:
+            cur.execute("SELECT version_num FROM textclf.alembic_version")
+            row = cur.fetchone()
+            current = row[0] if row else None
+    conn.rollback()
+    head = head_revision()
+    if current != head:
+        raise SchemaNotCurrent(
+            f"the textclf schema of this database is at migration {current or 'none'}, this code needs "
+            f"{head}: run `textclf db upgrade` (with the same database settings) first"
+        )
+    _upgraded.add(url)
+
+
 @contextmanager
-def connect(settings: Settings, *, migrate: bool = True) -> Iterator[psycopg2.extensions.connection]:
-    """A connection to the configured database, schema upgraded first (once per process)."""
+def connect(settings: Settings, *, check: bool = True) -> Iterator[psycopg2.extensions.connection]:
+    """A connection to the configured database, whose schema must be current (see check_schema)."""
     url = database_url(settings)
-    if migrate and url not in _upgraded:
-        upgrade(url)
     conn = psycopg2.connect(url, application_name="textclf")
     try:
+        if check:
+            check_schema(conn, url)
         yield conn
     finally:
         conn.close()
+
+
+@contextmanager
+def reading_source(source: SourceTable, setting: str) -> Iterator[None]:
+    """A source table or view that is missing, lacks a configured column or may not be read is
+    a configuration problem: say which, instead of a database traceback."""
+    try:
+        yield
+    except (psycopg2.errors.UndefinedTable, psycopg2.errors.UndefinedColumn,
+            psycopg2.errors.InsufficientPrivilege, psycopg2.errors.UndefinedFunction) as exc:
+        detail = (exc.pgerror or str(exc)).strip().splitlines()[0]
+        raise ConfigError(f"[{setting}] {source.qualified_name}: {detail} (check the table, its columns "
+                          f"and the grants against [{setting}] in textclf.toml)") from None
 
 
 def _ident(name: str) -> sql.Identifier:
@@ -255,6 +312,9 @@ def copy_rows(cur, table: str, columns: Sequence[str], rows: Iterable[Sequence[A
     return count
 
 
+NO_ID = "(no id)"  # quarantine.source_row of a source row whose id is NULL
+
+
 def quarantine_rows(cur, rows: Sequence[dict[str, Any]]) -> int:
     """Insert rejected rows; the same rejection recorded twice stays one row."""
     if not rows:
@@ -263,9 +323,9 @@ def quarantine_rows(cur, rows: Sequence[dict[str, Any]]) -> int:
         cur,
         """
         INSERT INTO textclf.quarantine
-            (stage, source, source_row, field, reason, expectation, raw, run_id)
+            (stage, source, source_row, field, reason, expectation, raw, run_id, row_hash)
         VALUES %s
-        ON CONFLICT (stage, source, source_row, reason) DO NOTHING
+        ON CONFLICT (stage, source, source_row, reason, (coalesce(row_hash, ''))) DO NOTHING
         """,
         [
             (
@@ -277,11 +337,41 @@ def quarantine_rows(cur, rows: Sequence[dict[str, Any]]) -> int:
                 r.get("expectation"),
                 psycopg2.extras.Json(r.get("raw")),
                 r.get("run_id"),
+                r.get("row_hash"),
             )
             for r in rows
         ],
     )
     return len(rows)
+
+
+def quarantined(cur, stage: str | None = None, source: str | None = None, limit: int = 50,
+                include_released: bool = False) -> list[dict[str, Any]]:
+    cur.execute(
+        """
+        SELECT id, stage, source, source_row, field, reason, expectation, run_id, quarantined_at,
+               released_at, released_by
+        FROM textclf.quarantine
+        WHERE (%(stage)s IS NULL OR stage = %(stage)s) AND (%(source)s IS NULL OR source = %(source)s)
+          AND (%(released)s OR released_at IS NULL)
+        ORDER BY quarantined_at DESC, id DESC LIMIT %(limit)s
+        """,
+        {"stage": stage, "source": source, "released": include_released, "limit": limit},
+    )
+    return all_dicts(cur)
+
+
+def release_quarantined(cur, source: str, rows: Sequence[str] | None, by: str) -> int:
+    """Let validation-quarantined rows of ``source`` back into snapshots (``rows`` None: all)."""
+    cur.execute(
+        """
+        UPDATE textclf.quarantine SET released_at = now(), released_by = %(by)s
+        WHERE stage = 'validation' AND source = %(source)s AND released_at IS NULL
+          AND (%(all)s OR source_row = ANY(%(rows)s))
+        """,
+        {"by": by, "source": source, "all": rows is None, "rows": list(rows or [])},
+    )
+    return cur.rowcount
 
 
 def quarantine_duplicate_staged_ids(cur, source_file: str) -> int:
@@ -299,7 +389,7 @@ def quarantine_duplicate_staged_ids(cur, source_file: str) -> int:
                    format('duplicate id %%s in the file (first seen on line %%s)', id, first_line),
                    jsonb_build_object('id', id, 'text', text, 'label', label, 'timestamp', ts)
             FROM ranked WHERE n > 1
-            ON CONFLICT (stage, source, source_row, reason) DO NOTHING
+            ON CONFLICT (stage, source, source_row, reason, (coalesce(row_hash, ''))) DO NOTHING
         )
         DELETE FROM import_staging s USING ranked r
         WHERE s.line_no = r.line_no AND r.n > 1
@@ -375,7 +465,8 @@ def _column_type(cur, source: SourceTable, column: str) -> str:
     )
     row = cur.fetchone()
     if row is None:
-        raise LookupError(f"column {column!r} not found in {source.qualified_name}")
+        raise ConfigError(f"{source.qualified_name} has no column {column!r} (or the table does not "
+                          "exist): check the source settings in textclf.toml")
     return row[0]
 
 
@@ -394,25 +485,44 @@ def iter_labelled_rows(
     A named (server-side) cursor keeps memory flat whatever the table size. Rows already
     quarantined by validation are skipped: they stay in the source table but never train.
     """
-    conditions = [sql.SQL("{} < %(end)s").format(_ident(source.timestamp_column))]
+    # Rows without a timestamp are extracted too (validation quarantines them): a source table's
+    # NULLs must not vanish silently.
+    ts = _ident(source.timestamp_column)
+    conditions = [sql.SQL("({ts} < %(end)s OR {ts} IS NULL)").format(ts=ts)]
     if window_start is not None:
-        conditions.append(sql.SQL("{} >= %(start)s").format(_ident(source.timestamp_column)))
+        conditions.append(sql.SQL("({ts} >= %(start)s OR {ts} IS NULL)").format(ts=ts))
+    # A JSON array keeps NULL apart from '' and needs no separator the text cannot contain; the
+    # timestamp as epoch microseconds does not depend on the session's TimeZone or DateStyle.
+    row_hash = sql.SQL(
+        "md5(json_build_array(s.{id}::text, s.{text}, s.{label}::text, "
+        "(extract(epoch FROM s.{ts}) * 1000000)::bigint, {weight})::text)"
+    )
     query = sql.SQL(
         """
-        SELECT s.{id}::text, s.{text}, s.{label}::text, s.{ts}, {weight}
+        SELECT s.{id}::text, s.{text}, s.{label}::text, s.{ts}, {weight}, {row_hash}
         FROM {table} s
         WHERE {where}
           AND NOT EXISTS (
+              -- Rows quarantined by validation stay out while they are unchanged (same row
+              -- version) and not released; a corrected row is judged again.
               SELECT 1 FROM textclf.quarantine q
               WHERE q.stage = 'validation' AND q.source = %(source)s AND q.source_row = s.{id}::text
+                AND q.released_at IS NULL AND (q.row_hash IS NULL OR q.row_hash = {row_hash})
           )
         ORDER BY s.{id}
         """
     ).format(
+        row_hash=row_hash.format(
+            id=_ident(source.id_column), text=_ident(source.text_column),
+            label=_ident(source.label_column or "label"),
+            ts=ts,
+            weight=(sql.SQL("s.{}").format(_ident(source.weight_column)) if source.weight_column
+                    else sql.SQL("NULL")),
+        ),
         id=_ident(source.id_column),
         text=_ident(source.text_column),
         label=_ident(source.label_column or "label"),
-        ts=_ident(source.timestamp_column),
+        ts=ts,
         weight=(
             sql.SQL("s.{}::float8").format(_ident(source.weight_column))
             if source.weight_column else sql.SQL("NULL::float8")
@@ -497,8 +607,6 @@ def all_dicts(cur) -> list[dict[str, Any]]:
 
 
 # --- registry ------------------------------------------------------------------------------
-
-CHAMPION_LOCK_KEY = 7_310_002  # serialises promotions and rollbacks
 
 
 def model_version_by_training_key(cur, training_key: str) -> dict[str, Any] | None:
@@ -664,8 +772,28 @@ def champion_history(cur) -> list[dict[str, Any]]:
     return all_dicts(cur)
 
 
-def lock_champion(cur) -> None:
-    cur.execute("SELECT pg_advisory_xact_lock(%s)", (CHAMPION_LOCK_KEY,))
+class ChampionLocked(RuntimeError):
+    """Another champion change holds the lock for longer than the wait allows."""
+
+
+CHAMPION_LOCK_WAIT_SECONDS = 30.0  # a champion change holds the lock for milliseconds
+
+
+def lock_champion(cur, wait_seconds: float | None = None) -> None:
+    """Serialise champion changes: lock the one row of textclf.champion_lock for this
+    transaction. A row lock needs UPDATE on the row, which the reader role lacks (any role could
+    take an advisory lock and hang every promotion); lock_timeout turns a stuck holder into an
+    error naming the wait instead of a hang."""
+    wait_seconds = CHAMPION_LOCK_WAIT_SECONDS if wait_seconds is None else wait_seconds
+    cur.execute("SELECT set_config('lock_timeout', %s, true)", (f"{int(wait_seconds * 1000)}ms",))
+    try:
+        cur.execute("SELECT 1 FROM textclf.champion_lock WHERE id = 1 FOR UPDATE")
+    except psycopg2.errors.LockNotAvailable:
+        raise ChampionLocked(
+            f"another champion change has held the lock for over {wait_seconds:.0f} s; try again "
+            "(SELECT * FROM pg_locks WHERE relation = 'textclf.champion_lock'::regclass shows who)"
+        ) from None
+    cur.execute("SELECT set_config('lock_timeout', '0', true)")
 
 
 def record_decision(cur, decision: dict[str, Any]) -> int:
@@ -772,7 +900,10 @@ def _document_scope(
     if id_from is not None:
         conditions.append(sql.SQL("{} >= %(id_from)s").format(id_))
     if id_to is not None:
-        conditions.append(sql.SQL("{} < %(id_to)s").format(id_))
+        # The first range also takes documents without an id, so that they are quarantined once
+        # instead of skipped by every range.
+        template = "({id} < %(id_to)s OR {id} IS NULL)" if id_from is None else "{id} < %(id_to)s"
+        conditions.append(sql.SQL(template).format(id=id_))
     return sql.SQL(" AND ").join(conditions)
 
 

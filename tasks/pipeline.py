@@ -60,21 +60,26 @@ def extract_step(
 
 
 def resolve_label_set(settings: Settings, cur, snapshot_labels, run_id: str) -> list[str]:
-    """Configured labels, else the stored set, else (first run) the snapshot's own labels."""
+    """Configured labels, else the stored set, else (first run) the snapshot's own labels, kept
+    for later runs only when there are at least two: a first snapshot with one label (or none)
+    must not decide the label set for good."""
     if settings.labels:
         return list(settings.labels)
     stored = db.stored_label_set(cur)
-    if stored:
+    if stored and len(stored) >= 2:
         return stored
-    labels = sorted({label for label in snapshot_labels if label})
-    db.store_label_set(cur, labels, "first snapshot", run_id)
+    labels = sorted({label for label in snapshot_labels if isinstance(label, str) and label.strip()})
+    if len(labels) >= 2:
+        db.store_label_set(cur, labels, "first snapshot", run_id)
     return labels
 
 
 def validate_step(
     settings: Settings, run_id: str, logical_date: datetime | None, snapshot: dict
 ) -> dict:
-    from tasks.validate import ValidationParams, validate_snapshot
+    import pandas as pd
+
+    from tasks.validate import ValidationParams, rows_with_ids, validate_snapshot
 
     snap = Snapshot.from_dict(snapshot)
     frame = read_snapshot(snap.path)
@@ -107,32 +112,36 @@ def validate_step(
     if outcome.new_labels:
         labels = sorted(set(labels) | set(outcome.new_labels))
     source = settings.labelled_source.qualified_name
-    quarantined_frame = frame[frame["id"].isin(outcome.quarantined_ids)]
-    raw_by_id = {
-        row["id"]: json.loads(json.dumps(
+    quarantined_frame = frame[rows_with_ids(frame["id"], outcome.quarantined_ids).to_numpy()]
+    # Every version of a quarantined id (a view can repeat ids, NULL ids are all "the same"):
+    # each is recorded, so each stays out until it changes or is released.
+    versions: dict[Any, list[tuple[str | None, dict]]] = {}
+    for row in quarantined_frame.to_dict("records"):
+        row_id = None if pd.isna(row["id"]) else row["id"]
+        raw = json.loads(json.dumps(
             {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()},
             default=str,
         ))
-        for row in quarantined_frame.to_dict("records")
-    }
+        versions.setdefault(row_id, []).append((row["row_hash"], raw))
     with db.connect(settings) as conn, conn, conn.cursor() as cur:
         if outcome.new_labels:
             db.store_label_set(cur, labels, "new labels allowed by config", run_id)
         db.quarantine_rows(cur, [
             {
-                "stage": "validation", "source": source, "source_row": q.row_id,
+                "stage": "validation", "source": source,
+                "source_row": db.NO_ID if q.row_id is None else q.row_id,
                 "field": q.column, "reason": q.reason, "expectation": q.expectation,
-                "raw": raw_by_id.get(q.row_id, {"id": q.row_id}),
-                "run_id": run_id,
+                "raw": raw, "run_id": run_id, "row_hash": row_hash,
             }
             for q in outcome.quarantined
+            for row_hash, raw in versions.get(q.row_id) or [(None, {"id": q.row_id})]
         ])
         db.record_validation_run(cur, {
             "run_id": run_id, "logical_date": logical_date,
             "interval_start": snap.interval_start, "interval_end": snap.interval_end,
             "status": outcome.status, "new_rows": outcome.new_rows,
             "snapshot_rows": outcome.snapshot_rows,
-            "quarantined_rows": len(outcome.quarantined_ids),
+            "quarantined_rows": len(quarantined_frame),
             "failures": outcome.failures, "results": outcome.results,
             "fingerprint": snap.fingerprint,
             "data_docs_path": data_docs,
@@ -147,7 +156,7 @@ def validate_step(
         "clean_path": str(clean_path),
         "new_rows": outcome.new_rows,
         "snapshot_rows": outcome.snapshot_rows,
-        "quarantined_rows": len(outcome.quarantined_ids),
+        "quarantined_rows": len(quarantined_frame),
         "fingerprint": snap.fingerprint,
         "data_docs": data_docs,
         "interval_start": snap.interval_start.isoformat(),
@@ -486,7 +495,8 @@ def plan_predictions_step(
     full = rescore_all or (promoted_here and settings.rescore_on_champion_change)
     scope_start = None if full else start
     wanted = max(1, settings.max_prediction_partitions)
-    with db.connect(settings) as conn, conn.cursor() as cur:
+    with (db.connect(settings) as conn, conn.cursor() as cur,
+          db.reading_source(settings.documents_source, "documents_source")):
         documents, _ = db.document_id_bounds(cur, settings.documents_source, scope_start, end, 1)
         parts = max(1, min(wanted, math.ceil(documents / max(1, settings.prediction_partition_rows))))
         _, cuts = db.document_id_bounds(cur, settings.documents_source, scope_start, end, parts)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import subprocess
 from datetime import datetime
 from pathlib import Path
@@ -17,6 +18,8 @@ from typing import Any
 from tasks import db, storage
 from tasks.candidates import KINDS, get_kind
 from tasks.config import REPO_ROOT, Settings
+
+log = logging.getLogger(__name__)
 
 
 class ChecksumMismatch(RuntimeError):
@@ -105,8 +108,11 @@ def find_trained(settings: Settings, key: str) -> int | None:
         return None
     try:
         fetch_artifact(settings, row["version"])
-    except (RegistryError, ChecksumMismatch):
+    except RegistryError as exc:  # gone (deleted by hand): train it again
+        log.warning("%s: training it again", exc)
         return None
+    # A ChecksumMismatch propagates: an artifact that changed after registration is an incident
+    # to look into, not a reason to train quietly over it.
     return row["version"]
 
 
@@ -173,8 +179,10 @@ def set_champion(
 ) -> bool:
     """Make ``version`` champion in one transaction under an advisory lock.
 
-    Records the decision either way; returns False when it already was the champion.
+    Records the decision either way; returns False when it already was the champion. A version
+    whose artifact is missing or changed since registration (ChecksumMismatch) is refused.
     """
+    fetch_artifact(settings, version)  # verified before the lock is taken: it may download
     with db.connect(settings) as conn, conn, conn.cursor() as cur:
         db.lock_champion(cur)
         row = db.model_version(cur, version)

@@ -18,6 +18,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from tasks import db
 from tasks.airflow_env import (
     ADMIN_USER,
     DAG_ID,
@@ -92,7 +93,8 @@ def serve(settings: Settings, port: int = 8080, host: str = "127.0.0.1") -> int:
         return 2
     env = airflow_environment(settings, port=port, host=host)
     home = Path(env["AIRFLOW_HOME"])
-    print(f"preparing Airflow's metadata database ({home})...", flush=True)
+    print(f"textclf schema at migration {db.upgrade(db.database_url(settings))}; preparing Airflow's "
+          f"metadata database ({home})...", flush=True)
     prepare_airflow(settings, env)
     password, password_file = admin_password(home)
     log = home / "logs" / "standalone.log"

@@ -363,13 +363,28 @@ def _reset_checkpoints(checkpoint_dir: Path, fingerprint: str, batch_size: int, 
         {"fingerprint": fingerprint, "batch_size": batch_size, "gradient_accumulation_steps": accumulation}))
 
 
+def _last_complete_checkpoint(checkpoint_dir: Path) -> str | None:
+    """The newest checkpoint that was saved completely. The Trainer writes trainer_state.json
+    last, so a process killed while saving leaves a folder without a readable one: that folder
+    is deleted (resuming from it would fail every retry) and the one before is used."""
+    while checkpoint_dir.is_dir() and (latest := get_last_checkpoint(str(checkpoint_dir))):
+        try:
+            json.loads((Path(latest) / "trainer_state.json").read_text())
+            return latest
+        except (OSError, ValueError):
+            log.warning("%s was not saved completely (the process stopped while saving): deleting it",
+                        latest)
+            shutil.rmtree(latest)
+    return None
+
+
 def _resume_state(checkpoint_dir: Path, fingerprint: str, cfg: BertConfig) -> tuple[str | None, int, int]:
     """(checkpoint to resume from, micro-batch, accumulation). Checkpoints of another job (other data,
     settings or base model) are deleted: the job starts afresh rather than resume stale weights."""
     marker = checkpoint_dir / JOB_MARKER_NAME
     if marker.is_file():
         job = json.loads(marker.read_text())
-        latest = get_last_checkpoint(str(checkpoint_dir)) if checkpoint_dir.is_dir() else None
+        latest = _last_complete_checkpoint(checkpoint_dir)
         if job.get("fingerprint") == fingerprint:
             return latest, int(job["batch_size"]), int(job["gradient_accumulation_steps"])
         if latest:

@@ -1,5 +1,5 @@
 """TF-IDF baseline that scales: hashed word and character n-grams, a linear SVM trained by
-averaged SGD on streamed chunks, temperature-scaled probabilities, saved as safetensors + JSON.
+SGD (optionally averaged) on streamed chunks, temperature-scaled probabilities, saved as safetensors + JSON.
 
 Memory is bounded in the number of rows: features are hashed (no vocabulary to hold), the rows
 are vectorised once, chunk by chunk, into a scratch directory, and every candidate of the search

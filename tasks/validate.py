@@ -43,6 +43,7 @@ logging.getLogger("great_expectations").setLevel(logging.WARNING)
 
 ROW_SUITE_FILE = "labelled_rows.json"
 BATCH_SUITE_FILE = "labelled_batch.json"
+SNAPSHOT_SUITE_FILE = "labelled_snapshot.json"
 REQUIRED_COLUMNS = ("id", "text", "label", "labelled_at", "split", "is_new")
 KL_DIVERGENCE = "expect_column_kl_divergence_to_be_less_than"
 DOCS_SITE = "textclf"
@@ -67,8 +68,6 @@ class ValidationParams:
     allow_new_labels: bool = False
 
     def __post_init__(self) -> None:
-        if not self.label_set:
-            raise ValueError("label_set must not be empty")
         if self.interval_end.tzinfo is None:
             raise ValueError("interval_end must be timezone-aware")
         if not 0 <= self.min_text_length <= self.max_text_length:
@@ -123,6 +122,9 @@ def validate_snapshot(
     if missing:
         raise ValueError(f"snapshot is missing columns: {missing}")
 
+    given = snapshot
+    if "weight" not in snapshot.columns:  # a source without weights: every label counts once
+        snapshot = snapshot.assign(weight=np.nan)
     row_suite = load_suite(Path(suites_dir) / ROW_SUITE_FILE)
     batch_suite = load_suite(Path(suites_dir) / BATCH_SUITE_FILE)
 
@@ -157,8 +159,8 @@ def validate_snapshot(
         expectation_parameters=expectation_params,
     )
     quarantined = _quarantine(snapshot_result)
-    rejected = _rows_with_ids(snapshot["id"], {q.row_id for q in quarantined}).to_numpy()
-    clean = snapshot[~rejected]
+    rejected = rows_with_ids(snapshot["id"], {q.row_id for q in quarantined}).to_numpy()
+    clean = given[~rejected]
     results = _quarantine_summary(row_suite, quarantined)
 
     is_new = snapshot["is_new"].fillna(False).astype(bool).to_numpy()
@@ -211,6 +213,21 @@ def validate_snapshot(
                 outcome.failures.append(_failure_message(r))
 
     outcome.status = "passed" if checkpoint_result.success else "failed"
+
+    # The clean training rows as a whole: enough labels to learn from.
+    snapshot_suite = load_suite(Path(suites_dir) / SNAPSHOT_SUITE_FILE)
+    training = clean[clean["split"] == "train"][["id", "label"]]
+    training_result = (
+        source.add_dataframe_asset("clean_training_rows").add_batch_definition_whole_dataframe("whole")
+        .get_batch(batch_parameters={"dataframe": training})
+        .validate(snapshot_suite, result_format={"result_format": "SUMMARY"})
+    )
+    for r in training_result.results:
+        summary = _summary(snapshot_suite.name, r)
+        results[_key(summary["suite"], summary["expectation"], summary["column"])] = summary
+        if not r.success:
+            outcome.failures.append(_failure_message(r) + " among the clean training rows of the snapshot")
+            outcome.status = "failed"
     if data_docs_dir is not None:
         index = Path(data_docs_dir).resolve() / "index.html"
         outcome.data_docs_path = index if index.is_file() else None
@@ -353,7 +370,7 @@ def _range_text(kwargs: dict[str, Any]) -> str:
     return " and ".join(parts)
 
 
-def _rows_with_ids(ids: pd.Series, wanted: set[Any]) -> pd.Series:
+def rows_with_ids(ids: pd.Series, wanted: set[Any]) -> pd.Series:
     rejected = ids.isin([i for i in wanted if i is not None])
     if None in wanted:
         rejected |= ids.isna()

@@ -48,7 +48,7 @@ def test_kind_tables_become_typed_configs(config_file):
     ('[validation]\nmax_text_length = "lots"\n', "[validation] max_text_length = 'lots': expected an integer"),
     ('[promotion]\nmin_delta = true\n', "[promotion] min_delta = True: expected a number"),
     ('labels = "neg,pos"\n', "labels = 'neg,pos': expected a list"),
-    ('[labelled_source]\ntable = "t; DROP TABLE x"\n', "source.table='t; DROP TABLE x' is not a valid"),
+    ('[labelled_source]\ntable = "t; DROP TABLE x"\n', "[labelled_source] table = 't; DROP TABLE x' is not a valid"),
     ('[labelled_source]\ncolour = "red"\n', "unknown setting in [labelled_source]: colour"),
     ('tfidf = 3\n', "[tfidf] must be a table of settings, got int"),
     ('nightly = true\n', "unknown setting in"),

@@ -56,7 +56,7 @@ def test_every_data_row_is_loaded_or_quarantined_with_line_and_reason(settings, 
     assert "duplicate id 1" in quarantined[10] and "line 2" in quarantined[10]
     assert quarantined[11] == "missing label"
     assert "'nine' is not an integer" in quarantined[12]
-    assert "expected 4 fields, found 5" in quarantined[13]
+    assert "expected 4 fields (the header's), found 5" in quarantined[13]
     # The raw content of a rejected row is kept, undecodable bytes escaped.
     (raw,) = fetch(pg, "SELECT raw FROM textclf.quarantine WHERE source_row = '6'")[0]
     assert raw["text"] == "caf\\xe9 latin-1 byte"

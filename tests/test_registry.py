@@ -33,7 +33,10 @@ def test_checksum_mismatch_refuses_to_load(settings, tiny_tfidf_dir):
     meta.write_text(meta.read_text().replace("negative", "NEGATIVE"))
     with pytest.raises(registry.ChecksumMismatch, match=f"model version {version}.*refusing"):
         registry.load_model(settings, version)
-    assert registry.find_trained(settings, "k1") is None
+    # Reusing it for the same training job is refused too: a changed artifact is an incident,
+    # not a reason to train again quietly over it.
+    with pytest.raises(registry.ChecksumMismatch):
+        registry.find_trained(settings, "k1")
 
 
 def test_artifacts_can_live_under_any_fsspec_uri(settings, tiny_tfidf_dir):

@@ -399,6 +399,52 @@ def test_rerun_resumes_the_same_job_and_restarts_another(tiny_checkpoint, tmp_pa
         assert "holds checkpoints of another training job" in caplog.text
 
 
+KILLED_FINE_TUNE = """
+import os, signal, sys
+from pathlib import Path
+sys.path.insert(0, "tests")
+from transformers import TrainerCallback
+from test_train_bert import make_corpus, tiny_config
+from tasks.train_bert import fine_tune
+
+class KillAt(TrainerCallback):
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == 5:
+            os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no exception handler runs
+
+texts, labels = make_corpus(["sport", "finance"], rows=64, seed=1)
+cfg = tiny_config(sys.argv[1], batch_size=8, max_steps=8, eval_steps=2, save_steps=2, early_stopping_patience=100)
+out = Path(sys.argv[2])
+fine_tune(texts, labels, texts[:16], labels[:16], ["sport", "finance"], cfg, out / "model", out / "checkpoints",
+          callbacks=[KillAt()])
+"""
+
+
+@pytest.mark.slow
+def test_a_fine_tune_killed_mid_epoch_resumes_from_its_last_complete_checkpoint(tiny_checkpoint, tmp_path, caplog):
+    """kill -9 at step 5 of an 8-step epoch (checkpoints every 2 steps), plus the half-written folder a kill while
+    saving leaves: the retry resumes at step 4 and the step count continues to 8."""
+    killed = subprocess.run([sys.executable, "-c", KILLED_FINE_TUNE, tiny_checkpoint, str(tmp_path)],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    checkpoints = tmp_path / "checkpoints"
+    assert sorted(p.name for p in checkpoints.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    partial = checkpoints / "checkpoint-6"
+    partial.mkdir()
+    (partial / "model.safetensors").write_bytes(b"\x00" * 100)  # killed before trainer_state.json
+
+    recorder = Recorder()
+    texts, labels = make_corpus(["sport", "finance"], rows=64, seed=1)
+    cfg = tiny_config(tiny_checkpoint, batch_size=8, max_steps=8, eval_steps=2, save_steps=2,
+                      early_stopping_patience=100)
+    result = fine_tune(texts, labels, texts[:16], labels[:16], ["sport", "finance"], cfg, tmp_path / "model",
+                       checkpoints, callbacks=[recorder])
+    assert recorder.steps_started_at == [4, 5, 6, 7]  # continued, not restarted from 0
+    assert result.global_step == 8
+    assert "checkpoint-6 was not saved completely" in caplog.text
+    assert BertClassifier.load(result.output_dir).labels == ["sport", "finance"]
+
+
 class OutOfMemoryAt(TrainerCallback):
     """Raises CUDA's out-of-memory error on the first step of any run with a micro-batch above ``limit``."""
 

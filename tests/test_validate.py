@@ -44,7 +44,7 @@ def make_snapshot(n_old=N_OLD, n_new=N_NEW, labels=LABELS, int_ids=False):
                 "text": f"Sample text number {i} with a few words",
                 "label": labels[i % len(labels)],
                 "labelled_at": END - age,
-                "split": ("train", "validation", "test")[i % 3],
+                "split": ("train", "validation", "test")[(i // len(labels)) % 3],  # every label in each
                 "is_new": new,
             }
         )
@@ -112,7 +112,7 @@ def test_suites_are_static_json_with_runtime_parameters():
         "max_conflict_share",
         "max_duplicate_share",
     }
-    assert len(type(rows)(**rows.to_json_dict()).expectations) == len(rows.expectations) == 9
+    assert len(type(rows)(**rows.to_json_dict()).expectations) == len(rows.expectations) == 10
 
 
 # Each case: rows to break (one old and one new unless noted), the bad value, the expectation
@@ -129,6 +129,9 @@ ROW_FAILURES = {
     # rows labelled at or after the interval end are never new
     "labelled at interval end": ([9, 10], "labelled_at", pd.Timestamp(END), BEFORE_END, "passed"),
     "labelled after interval end": ([11], "labelled_at", AFTER_END, BEFORE_END, "passed"),
+    # label weights from a source table: NULL means 1, negative or infinite ones are refused
+    "negative weight": ([12, 311], "weight", -0.5, BEFORE_END, "passed"),
+    "infinite weight": ([13, 312], "weight", float("inf"), BEFORE_END, "passed"),
 }
 
 
@@ -136,6 +139,8 @@ ROW_FAILURES = {
 def test_row_failure_quarantines_exactly_the_bad_rows(case):
     positions, column, value, expectation, status = ROW_FAILURES[case]
     snapshot = make_snapshot()
+    if column == "weight":
+        snapshot["weight"] = 1.0  # a source with weights: mostly counts among the rows that have one
     for i in positions:
         _set(snapshot, i, column, value)
 

@@ -1,5 +1,5 @@
 """Candidate kind ``tfidf``: hashed word and character TF-IDF features, a linear SVM trained by
-averaged SGD on streamed chunks, temperature-scaled probabilities; searched on the validation
+SGD on streamed chunks, temperature-scaled probabilities; searched on the validation
 split, saved as safetensors + JSON (see ``tasks.train_tfidf``)."""
 
 from __future__ import annotations
