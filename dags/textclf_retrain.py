@@ -203,17 +203,21 @@ def record_failure(context) -> None:
 
 
 def _failure_callbacks() -> list:
-    """Always record the failure; also e-mail it when TEXTCLF_FAILURE_EMAIL is set (uses the
-    `smtp_default` connection)."""
-    import os
-
+    """Always record the failure; also e-mail it when TEXTCLF_FAILURE_EMAIL is set (through the
+    `smtp_default` connection) and post it to Slack when TEXTCLF_FAILURE_SLACK_CONN names a
+    Slack incoming-webhook connection."""
     callbacks = [record_failure]
+    summary = "[textclf] {{ ti.dag_id }}.{{ ti.task_id }} failed for {{ run_id }}"
     if os.environ.get("TEXTCLF_FAILURE_EMAIL"):
         from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 
-        callbacks.append(SmtpNotifier(
-            to=os.environ["TEXTCLF_FAILURE_EMAIL"],
-            subject="[textclf] {{ ti.dag_id }}.{{ ti.task_id }} failed for {{ run_id }}",
+        callbacks.append(SmtpNotifier(to=os.environ["TEXTCLF_FAILURE_EMAIL"], subject=summary))
+    if os.environ.get("TEXTCLF_FAILURE_SLACK_CONN"):
+        from airflow.providers.slack.notifications.slack_webhook import SlackWebhookNotifier
+
+        callbacks.append(SlackWebhookNotifier(
+            slack_webhook_conn_id=os.environ["TEXTCLF_FAILURE_SLACK_CONN"],
+            text=summary + " (try {{ ti.try_number }}): {{ exception }}",
         ))
     return callbacks
 

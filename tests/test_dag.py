@@ -72,14 +72,21 @@ def test_params_carry_titles_sections_and_validation(dagbag):
     params["candidates"] = ["tfidf"]  # a valid value is accepted
 
 
-def test_failures_are_recorded_and_can_be_mailed(monkeypatch):
+def test_failures_are_recorded_and_can_be_mailed_and_posted_to_slack(monkeypatch):
     import runpy
 
-    monkeypatch.setenv("TEXTCLF_FAILURE_EMAIL", "ml-oncall@example.com")
+    monkeypatch.delenv("TEXTCLF_FAILURE_EMAIL", raising=False)
+    monkeypatch.delenv("TEXTCLF_FAILURE_SLACK_CONN", raising=False)
     module = runpy.run_path(str(DAG_FILE))
+    assert module["_failure_callbacks"]() == [module["record_failure"]]
+
+    monkeypatch.setenv("TEXTCLF_FAILURE_EMAIL", "ml-oncall@example.com")
+    monkeypatch.setenv("TEXTCLF_FAILURE_SLACK_CONN", "slack_ml_alerts")
     callbacks = module["_failure_callbacks"]()
     assert callbacks[0] is module["record_failure"]
     assert type(callbacks[1]).__name__ == "SmtpNotifier" and callbacks[1].to == "ml-oncall@example.com"
+    assert type(callbacks[2]).__name__ == "SlackWebhookNotifier"
+    assert callbacks[2].slack_webhook_conn_id == "slack_ml_alerts" and "{{ exception }}" in callbacks[2].text
 
 
 def test_dag_file_parses_without_heavy_imports():
