@@ -177,7 +177,7 @@ def set_champion(
     decision: str = "manual",
     reasons: dict[str, Any] | None = None,
 ) -> bool:
-    """Make ``version`` champion in one transaction under an advisory lock.
+    """Make ``version`` champion in one transaction under the champion lock (db.lock_champion).
 
     Records the decision either way; returns False when it already was the champion. A version
     whose artifact is missing or changed since registration (ChecksumMismatch) is refused.
@@ -185,6 +185,7 @@ def set_champion(
     fetch_artifact(settings, version)  # verified before the lock is taken: it may download
     with db.connect(settings) as conn, conn, conn.cursor() as cur:
         db.lock_champion(cur)
+        # Checked again under the lock: retention may have deleted it since it was verified.
         row = db.model_version(cur, version)
         if row is None:
             raise RegistryError(f"model version {version} does not exist")

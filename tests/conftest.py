@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 import socket
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg2
@@ -117,10 +119,9 @@ def airflow_ready(database_url) -> None:
     prepare_airflow(load_settings(), dict(os.environ))
 
 
-@pytest.fixture
-def clean_db(database_url):
-    """Empty project tables (schema kept) so each test starts from nothing."""
-    conn = psycopg2.connect(database_url)
+def truncate_project_tables(url: str) -> None:
+    """Empty project tables (schema kept)."""
+    conn = psycopg2.connect(url)
     with conn, conn.cursor() as cur:
         cur.execute(
             sql.SQL("TRUNCATE {} RESTART IDENTITY CASCADE").format(
@@ -128,6 +129,23 @@ def clean_db(database_url):
             )
         )
     conn.close()
+
+
+@contextmanager
+def autocommit_connection(url: str) -> Iterator[psycopg2.extensions.connection]:
+    """A plain connection for assertions."""
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def clean_db(database_url):
+    """Empty project tables (schema kept) so each test starts from nothing."""
+    truncate_project_tables(database_url)
     return database_url
 
 
@@ -139,10 +157,8 @@ def settings(clean_db, tmp_path):
 @pytest.fixture
 def pg(clean_db):
     """A plain connection for assertions (autocommit)."""
-    conn = psycopg2.connect(clean_db)
-    conn.autocommit = True
-    yield conn
-    conn.close()
+    with autocommit_connection(clean_db) as conn:
+        yield conn
 
 
 def fetch(conn, statement: str, params=()) -> list[tuple]:

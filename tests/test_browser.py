@@ -17,7 +17,7 @@ import pytest
 from test_decisions import run_date
 
 from airflow_helpers import AirflowStandalone
-from conftest import TABLES, fetch, recreate_database
+from conftest import autocommit_connection, fetch, recreate_database, truncate_project_tables
 from tasks.airflow_env import PASSWORDS_FILE, admin_password, manual_run_interval
 from tasks.config import REPO_ROOT, load_settings
 from test_dag import seed
@@ -32,16 +32,10 @@ DAY = datetime(2026, 11, 20, tzinfo=UTC)
 @pytest.fixture(scope="module")
 def ui(database_url, tmp_path_factory):
     """Two nights in the registry, Airflow standalone with an admin and a user of no role."""
-    import psycopg2
-    from psycopg2 import sql
     from sqlalchemy.engine import make_url
 
     assert Path(CHROMIUM).exists(), "the browser tests need Chromium: apt-get install chromium"
-    conn = psycopg2.connect(database_url)
-    with conn, conn.cursor() as cur:
-        cur.execute(sql.SQL("TRUNCATE {} RESTART IDENTITY CASCADE").format(
-            sql.SQL(", ").join(sql.Identifier("textclf", t) for t in TABLES)))
-    conn.close()
+    truncate_project_tables(database_url)
     home = tmp_path_factory.mktemp("browser") / "home"
     settings = load_settings(home=home, database_url=database_url)
     seed(settings, days=4, per_day=60, end=manual_run_interval(DAY.date())[1])
@@ -240,9 +234,7 @@ def test_a_manual_promotion_emits_the_champion_asset_event(ui, monkeypatch, tmp_
 
 
 def fetch_one_non_champion(settings):
-    import psycopg2
-
-    with psycopg2.connect(settings.database_url) as conn:
+    with autocommit_connection(settings.database_url) as conn:
         return fetch(conn, """SELECT version FROM textclf.model_versions mv WHERE NOT EXISTS (
             SELECT 1 FROM textclf.champion_history h WHERE h.model_version = mv.version AND h.valid_to IS NULL)
             ORDER BY version DESC LIMIT 1""")
@@ -250,9 +242,5 @@ def fetch_one_non_champion(settings):
 
 @pytest.fixture
 def pg_reader(database_url):
-    import psycopg2
-
-    conn = psycopg2.connect(database_url)
-    conn.autocommit = True
-    yield conn
-    conn.close()
+    with autocommit_connection(database_url) as conn:
+        yield conn

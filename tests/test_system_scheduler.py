@@ -15,9 +15,7 @@ import json
 import time
 from datetime import UTC, datetime, timedelta
 
-import psycopg2
 import pytest
-from psycopg2 import sql
 
 from airflow_helpers import (
     BAD_TASK_STATES,
@@ -30,7 +28,13 @@ from airflow_helpers import (
     task_instances,
     wait_for_run,
 )
-from conftest import TABLES, fetch, recreate_database, synthetic_corpus
+from conftest import (
+    autocommit_connection,
+    fetch,
+    recreate_database,
+    synthetic_corpus,
+    truncate_project_tables,
+)
 from tasks import db, registry
 from tasks.config import load_settings
 from tasks.importer import CsvOptions, Record, import_records
@@ -46,14 +50,6 @@ RUN_TIMEOUT = 600  # seconds for one backfill (three runs); a run takes ~30 s
 
 
 # --- fixtures ------------------------------------------------------------------------------
-
-
-def _truncate(url: str) -> None:
-    conn = psycopg2.connect(url)
-    with conn, conn.cursor() as cur:
-        cur.execute(sql.SQL("TRUNCATE {} RESTART IDENTITY CASCADE").format(
-            sql.SQL(", ").join(sql.Identifier("textclf", t) for t in TABLES)))
-    conn.close()
 
 
 def _seed(settings, now: datetime) -> None:
@@ -87,7 +83,7 @@ def system(database_url, tmp_path_factory):
     """Seeded project database + running Airflow services; always stopped at the end."""
     from sqlalchemy.engine import make_url
 
-    _truncate(database_url)
+    truncate_project_tables(database_url)
     airflow_db = f"{make_url(database_url).database}_airflow_system"
     recreate_database(database_url, airflow_db)
     settings = load_settings(home=tmp_path_factory.mktemp("system") / "home",
@@ -172,10 +168,8 @@ def no_failure_events(pg) -> bool:
 
 @pytest.fixture(scope="module")
 def pg(database_url):
-    conn = psycopg2.connect(database_url)
-    conn.autocommit = True
-    yield conn
-    conn.close()
+    with autocommit_connection(database_url) as conn:
+        yield conn
 
 
 # --- tests ---------------------------------------------------------------------------------
