@@ -27,7 +27,8 @@ def run(n_texts: int) -> list[Result]:
     import numpy as np
     import torch
 
-    from tasks.train_bert import _new_model, encode_texts, predict_model_probabilities, resolve_checkpoint
+    from tasks.candidates.bert.model import encode_texts, predict_model_probabilities, resolve_checkpoint
+    from tasks.candidates.bert.training import _new_model
 
     torch.manual_seed(0)
     checkpoint = resolve_checkpoint("")

@@ -1,7 +1,7 @@
 """Throughput and sanity check of the BERT fine-tuning path; meant for a CUDA machine, runs on CPU too.
 
 Fine-tunes the packaged all-MiniLM-L6-v2 (or --checkpoint) on synthetic text for a fixed number of steps, twice:
-(a) through the project's path, tasks.train_bert.fine_tune (transformers Trainer: bf16 on CUDA, LLRD fused AdamW,
+(a) through the project's path, tasks.candidates.bert.training.fine_tune (transformers Trainer: bf16 on CUDA, LLRD fused AdamW,
     clipping, length-grouped dynamic padding), timed by a callback between optimizer steps;
 (b) through a bare PyTorch loop over the same model, batch and sequence length: fused AdamW, bf16 autocast on
     CUDA, gradient clipping, pre-tokenised batches already on the device.
@@ -32,12 +32,8 @@ import transformers  # noqa: E402
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback  # noqa: E402
 
 from tasks.candidates.bert import BertConfig  # noqa: E402
-from tasks.train_bert import (  # noqa: E402
-    BertClassifier,
-    encode_texts,
-    fine_tune,
-    resolve_checkpoint,
-)
+from tasks.candidates.bert.model import BertClassifier, encode_texts, resolve_checkpoint  # noqa: E402
+from tasks.candidates.bert.training import fine_tune  # noqa: E402
 
 LABELS = ["alpha", "beta", "gamma", "delta"]
 CLASS_WORDS = {

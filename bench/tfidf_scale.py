@@ -58,7 +58,8 @@ def run_baseline(rows: int) -> dict:
 
 def run_textclf(rows: int) -> dict:
     from tasks.candidates.tfidf import TfidfConfig
-    from tasks.train_tfidf import TfidfClassifier, train_tfidf
+    from tasks.candidates.tfidf.model import TfidfClassifier
+    from tasks.candidates.tfidf.training import train_tfidf
 
     texts, labels, weights = synthetic_tweets(rows + 2 * HELD_OUT)
     val = slice(rows, rows + HELD_OUT)

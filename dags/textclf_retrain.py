@@ -169,19 +169,24 @@ def _settings():
     """Project settings with the database of the `textclf_db` Airflow connection."""
     from textclf_airflow import textclf_settings
 
-    return textclf_settings()
+    return _run(textclf_settings)
 
 
 def _run(step, *args, **kwargs):
-    """Call a tasks.pipeline step; its Skip becomes a skipped task with the reason logged."""
-    from airflow.sdk.exceptions import AirflowSkipException
+    """Call a tasks.pipeline step. Its Skip becomes a skipped task with the reason logged; an
+    error a retry cannot fix (tasks.errors.is_final) fails the task on this try, in one line."""
+    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-    from tasks.errors import Skip
+    from tasks.errors import Skip, is_final, one_line
 
     try:
         return step(*args, **kwargs)
     except Skip as reason:
         raise AirflowSkipException(str(reason)) from None
+    except Exception as exc:
+        if is_final(exc):
+            raise AirflowFailException(f"{type(exc).__name__}: {one_line(exc)}") from exc
+        raise
 
 
 def _options(params):
@@ -251,14 +256,14 @@ def textclf_retrain():
     def extract(*, run_id=None, data_interval_start=None, data_interval_end=None, dag_run=None):
         from tasks.pipeline import extract_step
 
-        return extract_step(_settings(), run_id, data_interval_start, data_interval_end,
-                            run_after=dag_run.run_after)
+        return _run(extract_step, _settings(), run_id, data_interval_start, data_interval_end,
+                    run_after=dag_run.run_after)
 
     @task(doc_md="Great Expectations gate; quarantines bad rows, records the run.")
     def validate(snapshot: dict, *, run_id=None, logical_date=None):
         from tasks.pipeline import validate_step
 
-        return validate_step(_settings(), run_id, logical_date, snapshot)
+        return _run(validate_step, _settings(), run_id, logical_date, snapshot)
 
     @task
     def train(validation: dict, kind: str, *, run_id=None, logical_date=None, params=None):
@@ -284,8 +289,8 @@ def textclf_retrain():
 
         from tasks.pipeline import promote_step
 
-        result = promote_step(
-            _settings(), run_id, validation, evaluation,
+        result = _run(
+            promote_step, _settings(), run_id, validation, evaluation,
             min_delta=params.get("min_delta"), dry_run=bool(params.get("dry_run")),
         )
         if not result["promoted"]:
@@ -316,7 +321,7 @@ def textclf_retrain():
 
         get_current_context()["partition_label"] = (
             f"ids {partition['id_from'] or 'start'} to {partition['id_to'] or 'end'}")
-        return predict_partition_step(_settings(), run_id, logical_date, partition)
+        return _run(predict_partition_step, _settings(), run_id, logical_date, partition)
 
     @task(outlets=[PREDICTIONS], trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS,
           doc_md="Totals of the scored partitions; the predictions asset event when rows changed.")
@@ -332,15 +337,6 @@ def textclf_retrain():
                                      "rows_written": result["rows_written"]})
         return result
 
-    validation = validate(extract())
-    trained = [
-        train.override(
-            task_id=f"train_{kind.name}", queue=kind.queue, pool=kind.pool or "default_pool",
-            execution_timeout=kind.execution_timeout, doc_md=kind.description,
-            executor_config=executor_config(kind.needs_gpu, EXECUTOR),
-        )(validation, kind.name)
-        for kind in KINDS.values()
-    ]
     @task(trigger_rule=TriggerRule.ALL_DONE, retries=0,
           doc_md="The night's verdict: fails the run if any task failed (after the others did "
           "what they could), naming them.")
@@ -355,6 +351,15 @@ def textclf_retrain():
         if failure:
             raise AirflowFailException(failure)
 
+    validation = validate(extract())
+    trained = [
+        train.override(
+            task_id=f"train_{kind.name}", queue=kind.queue, pool=kind.pool or "default_pool",
+            execution_timeout=kind.execution_timeout, doc_md=kind.description,
+            executor_config=executor_config(kind.needs_gpu, EXECUTOR),
+        )(validation, kind.name)
+        for kind in KINDS.values()
+    ]
     evaluation = evaluate(validation, trained)
     promoted = promote(validation, evaluation)
     cpu_ranges = plan_predictions.override(task_id="plan_predictions")(validation, "cpu")

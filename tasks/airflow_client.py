@@ -15,13 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from tasks.config import Settings
+from tasks.errors import AirflowUnreachable
 
 CHAMPION_ASSET = "textclf_champion"
 CHAMPION_ASSET_URI = "textclf://registry/champion"
-
-
-class AirflowUnreachable(RuntimeError):
-    """Airflow could not be told (not running, not configured, refused the credentials)."""
 
 
 def _credentials(settings: Settings) -> tuple[str, str, str]:

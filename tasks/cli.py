@@ -169,12 +169,12 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from tasks import registry
+    from tasks import db, registry
     from tasks.console import print_history, print_leaderboard
 
-    settings = _settings(args)
-    models = registry.list_models(settings)
-    history = registry.champion_history(settings)
+    with db.transaction(_settings(args)) as cur:
+        models = registry.list_models(cur)
+        history = registry.champion_history(cur)
     if args.json:
         _print_json({"models": models, "champion_history": history})
         return 0
@@ -240,12 +240,13 @@ def _tell_airflow(settings, change: str, version: int, reason: str, actor: str) 
 
 
 def cmd_promote(args) -> int:
-    from tasks import registry
+    from tasks import db, registry
 
     settings = _settings(args)
-    changed = registry.set_champion(
-        settings, args.version, reason=args.reason, actor=args.actor, decision="manual"
-    )
+    with db.transaction(settings) as cur:
+        changed = registry.set_champion(
+            cur, settings, args.version, reason=args.reason, actor=args.actor, decision="manual"
+        )
     print(f"model version {args.version} is champion"
           + ("" if changed else " (it already was; decision recorded)"))
     if changed and not args.no_airflow:
@@ -254,10 +255,11 @@ def cmd_promote(args) -> int:
 
 
 def cmd_rollback(args) -> int:
-    from tasks import registry
+    from tasks import db, registry
 
     settings = _settings(args)
-    version = registry.rollback(settings, actor=args.actor, reason=args.reason)
+    with db.transaction(settings) as cur:
+        version = registry.rollback(cur, settings, actor=args.actor, reason=args.reason)
     print(f"rolled back: model version {version} is champion again")
     if not args.no_airflow:
         _tell_airflow(settings, "rollback", version, args.reason, args.actor)
@@ -265,9 +267,10 @@ def cmd_rollback(args) -> int:
 
 
 def cmd_champion(args) -> int:
-    from tasks import registry
+    from tasks import db, registry
 
-    version = registry.current_champion(_settings(args), args.at)
+    with db.transaction(_settings(args)) as cur:
+        version = registry.current_champion(cur, args.at)
     when = args.at.isoformat() if args.at else "now"
     if version is None:
         print(f"no champion at {when}")
@@ -423,19 +426,20 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    from tasks.config import ConfigError
-    from tasks.db import ChampionLocked, SchemaNotCurrent
-    from tasks.errors import InputError
-    from tasks.importer import ImportError_
-    from tasks.registry import ChecksumMismatch, RegistryError
+    import psycopg2
+
+    from tasks.errors import ChampionLocked, FinalError, one_line
 
     try:
         return args.func(args)
-    except (ConfigError, ImportError_, RegistryError, ChecksumMismatch, FileNotFoundError, InputError,
-            ChampionLocked, SchemaNotCurrent) as exc:
-        print(f"textclf: error: {exc}", file=sys.stderr)
+    except (FinalError, FileNotFoundError, ChampionLocked) as exc:
+        print(f"textclf: error: {one_line(exc)}", file=sys.stderr)
         return 2
-
+    except psycopg2.OperationalError as exc:
+        # libpq names the host and port, never the password; one line, not a traceback.
+        print(f"textclf: error: cannot reach the database: {one_line(exc)} (check TEXTCLF_DATABASE_URL "
+              "or the textclf_db connection; --verbose shows more)", file=sys.stderr)
+        return 2
 
 if __name__ == "__main__":
     sys.exit(main())

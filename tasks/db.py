@@ -24,7 +24,7 @@ import psycopg2.extras
 from psycopg2 import sql
 
 from tasks.config import Settings, SourceTable
-from tasks.errors import ConfigError
+from tasks.errors import ChampionLocked, ConfigError, SchemaNotCurrent
 
 log = logging.getLogger(__name__)
 
@@ -195,10 +195,6 @@ def upgrade(url: str) -> str:
     return version
 
 
-class SchemaNotCurrent(RuntimeError):
-    """The database schema is not the one this code needs; migrations are an explicit step."""
-
-
 def head_revision() -> str:
     from alembic.config import Config
     from alembic.script import ScriptDirectory
@@ -244,6 +240,14 @@ def connect(settings: Settings, *, check: bool = True) -> Iterator[psycopg2.exte
         yield conn
     finally:
         conn.close()
+
+
+@contextmanager
+def transaction(settings: Settings) -> Iterator[psycopg2.extensions.cursor]:
+    """One connection, one transaction: a cursor whose work commits together on exit, or rolls
+    back on an exception. What a pipeline step or a registry decision runs in."""
+    with connect(settings) as conn, conn, conn.cursor() as cur:
+        yield cur
 
 
 @contextmanager
@@ -770,10 +774,6 @@ def champion_history(cur) -> list[dict[str, Any]]:
         """
     )
     return all_dicts(cur)
-
-
-class ChampionLocked(RuntimeError):
-    """Another champion change holds the lock for longer than the wait allows."""
 
 
 CHAMPION_LOCK_WAIT_SECONDS = 30.0  # a champion change holds the lock for milliseconds

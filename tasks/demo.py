@@ -78,6 +78,7 @@ def run_demo(settings: Settings, days: int = 3, full: bool = False) -> int:
         run_id = db.latest_evaluated_run(cur)
         evaluations = db.evaluations_for_run(cur, run_id) if run_id else []
         columns, rows = db.query(cur, DOWNSTREAM_QUERY)
+        history = registry.champion_history(cur)
     _step(f"leaderboard of the last run (frozen test split, {run_id})")
     for ev in sorted(evaluations, key=lambda e: -e["metrics"]["macro_f1"]):
         comparison = ev["comparison"]
@@ -90,7 +91,7 @@ def run_demo(settings: Settings, days: int = 3, full: bool = False) -> int:
               f"macro-F1 {ev['metrics']['macro_f1']:.4f}  accuracy {ev['metrics']['accuracy']:.4f}"
               f"{interval}")
     _step("champion history")
-    print_history(registry.champion_history(settings))
+    print_history(history)
     if run_id:
         _step("study report")
         print(settings.run_dir(run_id) / "report" / "index.html")

@@ -24,15 +24,12 @@ from tqdm import tqdm
 
 from tasks import db
 from tasks.config import Settings, SourceTable
+from tasks.errors import ImportError_
 
 Kind = Literal["labelled", "documents"]
 COPY_CHUNK_ROWS = 5_000
 INTEGER_TYPES = {"bigint": 63, "integer": 31, "smallint": 15}  # id type -> bits of magnitude
 FIELD_SIZE_LIMIT = 256 * 2**20  # characters in one field; longer ones end the import with an error
-
-
-class ImportError_(ValueError):
-    """The file as a whole cannot be imported (e.g. a required column is missing)."""
 
 
 @dataclass(frozen=True)

@@ -77,29 +77,18 @@ def resolve_label_set(settings: Settings, cur, snapshot_labels, run_id: str) -> 
 def validate_step(
     settings: Settings, run_id: str, logical_date: datetime | None, snapshot: dict
 ) -> dict:
-    import pandas as pd
-
-    from tasks.validate import ValidationParams, rows_with_ids, validate_snapshot
+    from tasks.validate import ValidationParams, quarantine_entries, validate_snapshot
 
     snap = Snapshot.from_dict(snapshot)
     frame = read_snapshot(snap.path)
     run_dir = settings.run_dir(run_id)
     scratch = settings.scratch_dir(run_id)
-    with db.connect(settings) as conn, conn, conn.cursor() as cur:
+    with db.transaction(settings) as cur:
         labels = resolve_label_set(settings, cur, frame["label"], run_id)
-    thresholds = settings.validation
     outcome = validate_snapshot(
         frame,
-        ValidationParams(
-            label_set=labels,
-            interval_end=snap.interval_end,
-            max_text_length=thresholds.max_text_length,
-            min_new_rows=thresholds.min_new_rows,
-            max_label_drift=thresholds.max_label_drift,
-            max_conflict_share=thresholds.max_conflict_share,
-            max_duplicate_share=thresholds.max_duplicate_share,
-            allow_new_labels=settings.allow_new_labels,
-        ),
+        ValidationParams(label_set=labels, interval_end=snap.interval_end, thresholds=settings.validation,
+                         allow_new_labels=settings.allow_new_labels),
         settings.expectations_dir,
         data_docs_dir=scratch / "data_docs",
     )
@@ -111,37 +100,18 @@ def validate_step(
         data_docs = str(run_dir / "data_docs" / outcome.data_docs_path.name)
     if outcome.new_labels:
         labels = sorted(set(labels) | set(outcome.new_labels))
-    source = settings.labelled_source.qualified_name
-    quarantined_frame = frame[rows_with_ids(frame["id"], outcome.quarantined_ids).to_numpy()]
-    # Every version of a quarantined id (a view can repeat ids, NULL ids are all "the same"):
-    # each is recorded, so each stays out until it changes or is released.
-    versions: dict[Any, list[tuple[str | None, dict]]] = {}
-    for row in quarantined_frame.to_dict("records"):
-        row_id = None if pd.isna(row["id"]) else row["id"]
-        raw = json.loads(json.dumps(
-            {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()},
-            default=str,
-        ))
-        versions.setdefault(row_id, []).append((row["row_hash"], raw))
-    with db.connect(settings) as conn, conn, conn.cursor() as cur:
+    entries, quarantined_rows = quarantine_entries(
+        frame, outcome, settings.labelled_source.qualified_name, run_id, no_id=db.NO_ID)
+    with db.transaction(settings) as cur:
         if outcome.new_labels:
             db.store_label_set(cur, labels, "new labels allowed by config", run_id)
-        db.quarantine_rows(cur, [
-            {
-                "stage": "validation", "source": source,
-                "source_row": db.NO_ID if q.row_id is None else q.row_id,
-                "field": q.column, "reason": q.reason, "expectation": q.expectation,
-                "raw": raw, "run_id": run_id, "row_hash": row_hash,
-            }
-            for q in outcome.quarantined
-            for row_hash, raw in versions.get(q.row_id) or [(None, {"id": q.row_id})]
-        ])
+        db.quarantine_rows(cur, entries)
         db.record_validation_run(cur, {
             "run_id": run_id, "logical_date": logical_date,
             "interval_start": snap.interval_start, "interval_end": snap.interval_end,
             "status": outcome.status, "new_rows": outcome.new_rows,
             "snapshot_rows": outcome.snapshot_rows,
-            "quarantined_rows": len(quarantined_frame),
+            "quarantined_rows": quarantined_rows,
             "failures": outcome.failures, "results": outcome.results,
             "fingerprint": snap.fingerprint,
             "data_docs_path": data_docs,
@@ -156,7 +126,7 @@ def validate_step(
         "clean_path": str(clean_path),
         "new_rows": outcome.new_rows,
         "snapshot_rows": outcome.snapshot_rows,
-        "quarantined_rows": len(quarantined_frame),
+        "quarantined_rows": quarantined_rows,
         "fingerprint": snap.fingerprint,
         "data_docs": data_docs,
         "interval_start": snap.interval_start.isoformat(),
@@ -256,7 +226,8 @@ def train_step(
     labels = validation["labels"]
     key = registry.training_key(kind_name, asdict(config), labels, validation["fingerprint"])
     checkpoint_dir = settings.home / "checkpoints" / safe_name(run_id) / kind_name
-    existing = registry.find_trained(settings, key)
+    with db.transaction(settings) as cur:
+        existing = registry.find_trained(cur, settings, key)
     if existing is not None:
         log.info("same kind, settings, labels, data and code as model version %d: reusing it",
                  existing)
@@ -272,13 +243,14 @@ def train_step(
     started = time.perf_counter()
     trained = kind.train(job, config)
     train_seconds = time.perf_counter() - started
-    version = registry.register_model(
-        settings, kind=kind_name, staged_dir=job.output_dir, labels=labels,
-        params={**trained.params, "train_rows": len(train)}, metrics=trained.metrics,
-        data_fingerprint=validation["fingerprint"], run_id=run_id, logical_date=logical_date,
-        train_seconds=train_seconds,
-        peak_memory_bytes=trained.peak_memory_bytes or _peak_rss_bytes(), training_key=key,
-    )
+    with db.transaction(settings) as cur:
+        version = registry.register_model(
+            cur, settings, kind=kind_name, staged_dir=job.output_dir, labels=labels,
+            params={**trained.params, "train_rows": len(train)}, metrics=trained.metrics,
+            data_fingerprint=validation["fingerprint"], run_id=run_id, logical_date=logical_date,
+            train_seconds=train_seconds,
+            peak_memory_bytes=trained.peak_memory_bytes or _peak_rss_bytes(), training_key=key,
+        )
     shutil.rmtree(job.checkpoint_dir, ignore_errors=True)  # registered: nothing left to resume
     log.info("registered %s as model version %d (%.1f s)", kind_name, version, train_seconds)
     return {"version": version, "kind": kind_name, "train_seconds": train_seconds}
@@ -306,15 +278,16 @@ def evaluate_step(
         raise Skip("no candidate was trained in this run")
     # The champion of this run's date: the current one, or for a historical run (a backfill of a
     # date before the current champion took effect) the one that date had.
-    champion = registry.champion_of(settings, datetime.fromisoformat(validation["interval_end"]))
     _, _, test = load_splits(validation["clean_path"])
     labels = validation["labels"]
     models, rows = {}, {}
-    for version in versions + ([champion] if champion and champion not in versions else []):
-        row, directory = registry.fetch_artifact(settings, version)
-        name = f"v{version} {row['kind']}"
-        models[name] = registry.load_classifier(row["kind"], directory)
-        rows[name] = row
+    with db.transaction(settings) as cur:
+        champion = registry.champion_of(cur, datetime.fromisoformat(validation["interval_end"]))
+        for version in versions + ([champion] if champion and champion not in versions else []):
+            row, directory = registry.fetch_artifact(cur, settings, version)
+            name = f"v{version} {row['kind']}"
+            models[name] = registry.load_classifier(row["kind"], directory)
+            rows[name] = row
     champion_name = next((n for n, r in rows.items() if r["version"] == champion), None)
     report = evaluate_all(
         models, test["text"].tolist(), test["label"].tolist(), labels, champion_name,
@@ -326,7 +299,7 @@ def evaluate_step(
     )
     test_fingerprint = _test_fingerprint(test)
     comparisons = {c.challenger: c for c in report.comparisons}
-    with db.connect(settings) as conn, conn, conn.cursor() as cur:
+    with db.transaction(settings) as cur:
         for name, row in rows.items():
             evaluation = report.evaluation(name).to_dict()
             evaluation.pop("probabilities", None)
@@ -423,11 +396,12 @@ def promote_step(
     interval_end = datetime.fromisoformat(validation["interval_end"])
     policy = settings.promotion if min_delta is None else replace(settings.promotion, min_delta=min_delta)
     for _ in range(3):
-        taken = registry.run_decision(settings, run_id)
+        with db.transaction(settings) as cur:
+            taken = registry.run_decision(cur, run_id)
+            champion = registry.champion_of(cur, interval_end)
         if taken is not None:
             log.info("run %s already decided: %s", run_id, taken["reasons"].get("summary"))
             return _promotion_result({**taken, "replayed": True})
-        champion = registry.champion_of(settings, interval_end)
         if champion != evaluation["champion"]:
             # Another run promoted since this run's evaluation: judge the candidates against the
             # champion in place now, on the same test rows.
@@ -446,11 +420,12 @@ def promote_step(
         ]
         champion_eval = next((report.evaluation(n) for n, v in versions.items() if v == champion), None)
         decision = decide(candidates, champion, champion_eval, validation["status"] == "passed", policy)
-        outcome = registry.apply_run_decision(
-            settings, run_id=run_id, interval_end=interval_end, expected_champion=champion,
-            winner=decision.winner if decision.action == "promote" else None,
-            summary=decision.summary, reasons=decision.to_dict(), actor=actor, dry_run=dry_run,
-        )
+        with db.transaction(settings) as cur:  # the decision, the history and the event: one commit
+            outcome = registry.apply_run_decision(
+                cur, run_id=run_id, interval_end=interval_end, expected_champion=champion,
+                winner=decision.winner if decision.action == "promote" else None,
+                summary=decision.summary, reasons=decision.to_dict(), actor=actor, dry_run=dry_run,
+            )
         if outcome is not None:
             log.info("%s", outcome["reasons"]["summary"])
             return _promotion_result(outcome)
@@ -487,19 +462,20 @@ def plan_predictions_step(
         raise Skip("the snapshot was not extracted and validated (an earlier task failed)")
     start = datetime.fromisoformat(validation["interval_start"])
     end = datetime.fromisoformat(validation["interval_end"])
-    decision = registry.run_decision(settings, run_id)
-    champion = decision["champion_after"] if decision else registry.champion_of(settings, end)
-    if champion is None:
-        raise Skip(f"there was no champion for data up to {end:%Y-%m-%d %H:%M %Z}, so nothing can be scored")
-    promoted_here = bool(decision and decision["decision"] == "promoted")
-    full = rescore_all or (promoted_here and settings.rescore_on_champion_change)
-    scope_start = None if full else start
-    wanted = max(1, settings.max_prediction_partitions)
-    with (db.connect(settings) as conn, conn.cursor() as cur,
-          db.reading_source(settings.documents_source, "documents_source")):
-        documents, _ = db.document_id_bounds(cur, settings.documents_source, scope_start, end, 1)
-        parts = max(1, min(wanted, math.ceil(documents / max(1, settings.prediction_partition_rows))))
-        _, cuts = db.document_id_bounds(cur, settings.documents_source, scope_start, end, parts)
+    with db.transaction(settings) as cur:
+        decision = registry.run_decision(cur, run_id)
+        champion = decision["champion_after"] if decision else registry.champion_of(cur, end)
+        if champion is None:
+            raise Skip(f"there was no champion for data up to {end:%Y-%m-%d %H:%M %Z}, so nothing can be scored")
+        kind = registry.model_kind(cur, champion)
+        promoted_here = bool(decision and decision["decision"] == "promoted")
+        full = rescore_all or (promoted_here and settings.rescore_on_champion_change)
+        scope_start = None if full else start
+        wanted = max(1, settings.max_prediction_partitions)
+        with db.reading_source(settings.documents_source, "documents_source"):
+            documents, _ = db.document_id_bounds(cur, settings.documents_source, scope_start, end, 1)
+            parts = max(1, min(wanted, math.ceil(documents / max(1, settings.prediction_partition_rows))))
+            _, cuts = db.document_id_bounds(cur, settings.documents_source, scope_start, end, parts)
     bounds = [None, *cuts, None]
     partitions = [
         {"index": i, "model_version": champion, "id_from": bounds[i], "id_to": bounds[i + 1],
@@ -507,7 +483,6 @@ def plan_predictions_step(
          "full_rescore": full}
         for i in range(len(bounds) - 1)
     ]
-    kind = registry.model_kind(settings, champion)
     on_gpu = get_kind(kind).needs_gpu if kind in KINDS else False
     log.info("model version %d (%s) scores %d documents (%s) in %d partition(s)%s", champion, kind,
              documents, "full rescore" if full else "new documents", len(partitions),
@@ -576,5 +551,5 @@ def night_verdict(task_states: Mapping[str, str | None], candidate_tasks: set[st
 
 def record_failure(settings: Settings, run_id: str | None, task_id: str | None, message: str,
                    event: str = "task_failed") -> None:
-    with db.connect(settings) as conn, conn, conn.cursor() as cur:
+    with db.transaction(settings) as cur:
         db.record_event(cur, run_id, task_id, event, message)

@@ -83,7 +83,8 @@ def predict_documents(
 ) -> PredictionStats:
     """Score documents created in [start, end) with id in [id_from, id_to) (None = unbounded)
     with ``model_version``."""
-    model = registry.load_model(settings, model_version)
+    with db.transaction(settings) as cur:
+        model = registry.load_model(cur, settings, model_version)
     stats = PredictionStats(model_version=model_version)
     chunk_rows = chunk_rows or settings.prediction_chunk_rows
     previous_id = None
@@ -123,10 +124,11 @@ def predict_texts(settings: Settings, texts: list[str], model_version: int | Non
     _, rejected = split_scorable(list(enumerate(texts, start=1)), settings.validation.max_text_length)
     if rejected:
         raise InputError("; ".join(f"text {number}: {reason}" for number, _, reason, _ in rejected))
-    version = model_version or registry.current_champion(settings)
-    if version is None:
-        raise registry.RegistryError("there is no champion yet: run the retrain DAG first")
-    model = registry.load_model(settings, version)
+    with db.transaction(settings) as cur:
+        version = model_version or registry.current_champion(cur)
+        if version is None:
+            raise registry.RegistryError("there is no champion yet: run the retrain DAG first")
+        model = registry.load_model(cur, settings, version)
     probabilities = model.predict_proba(texts)
     return version, [
         {

@@ -1,5 +1,9 @@
 """Model registry: versioned artifacts with checksums, and the champion's history.
 
+Like ``db``, every function takes the cursor of the caller's transaction (and the settings
+where it touches artifact storage): a pipeline step opens one connection, and a decision
+(the decision row, the champion history, the event) commits or rolls back as one.
+
 Artifacts live under ``$TEXTCLF_HOME/models/<version>/`` by default, or under any fsspec /
 universal-pathlib URI set as ``artifact_root``. Every load verifies the sha256 recorded at
 registration; a mismatch refuses to load.
@@ -18,16 +22,9 @@ from typing import Any
 from tasks import db, storage
 from tasks.candidates import KINDS, get_kind
 from tasks.config import REPO_ROOT, Settings
+from tasks.errors import ChecksumMismatch, RegistryError
 
 log = logging.getLogger(__name__)
-
-
-class ChecksumMismatch(RuntimeError):
-    """The artifact on storage is not the one that was registered."""
-
-
-class RegistryError(RuntimeError):
-    pass
 
 
 def code_version() -> str:
@@ -60,6 +57,7 @@ def artifact_root(settings: Settings):
 
 
 def register_model(
+    cur,
     settings: Settings,
     *,
     kind: str,
@@ -78,17 +76,16 @@ def register_model(
     if kind not in KINDS:
         raise RegistryError(f"unknown model kind {kind!r}; expected one of {', '.join(KINDS)}")
     sha256, size = artifact_checksum(staged_dir)
-    with db.connect(settings) as conn, conn, conn.cursor() as cur:
-        version = db.upsert_model_version(cur, {
-            "kind": kind, "labels": labels, "params": params, "metrics": metrics,
-            "artifact_uri": "", "artifact_sha256": sha256, "size_bytes": size,
-            "data_fingerprint": data_fingerprint, "code_version": code_version(),
-            "run_id": run_id, "logical_date": logical_date, "train_seconds": train_seconds,
-            "peak_memory_bytes": peak_memory_bytes, "training_key": training_key,
-        })
-        destination = artifact_root(settings) / str(version)
-        storage.upload_tree(staged_dir, destination)
-        db.set_model_artifact(cur, version, str(destination), sha256, size)
+    version = db.upsert_model_version(cur, {
+        "kind": kind, "labels": labels, "params": params, "metrics": metrics,
+        "artifact_uri": "", "artifact_sha256": sha256, "size_bytes": size,
+        "data_fingerprint": data_fingerprint, "code_version": code_version(),
+        "run_id": run_id, "logical_date": logical_date, "train_seconds": train_seconds,
+        "peak_memory_bytes": peak_memory_bytes, "training_key": training_key,
+    })
+    destination = artifact_root(settings) / str(version)
+    storage.upload_tree(staged_dir, destination)
+    db.set_model_artifact(cur, version, str(destination), sha256, size)
     return version
 
 
@@ -100,14 +97,13 @@ def training_key(kind: str, params: dict[str, Any], labels: list[str], data_fing
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def find_trained(settings: Settings, key: str) -> int | None:
+def find_trained(cur, settings: Settings, key: str) -> int | None:
     """The version already trained under ``key``, if its artifact is intact."""
-    with db.connect(settings) as conn, conn.cursor() as cur:
-        row = db.model_version_by_training_key(cur, key)
+    row = db.model_version_by_training_key(cur, key)
     if row is None or not row["artifact_uri"] or row.get("artifact_deleted_at"):
         return None
     try:
-        fetch_artifact(settings, row["version"])
+        fetch_artifact(cur, settings, row["version"])
     except RegistryError as exc:  # gone (deleted by hand): train it again
         log.warning("%s: training it again", exc)
         return None
@@ -116,10 +112,9 @@ def find_trained(settings: Settings, key: str) -> int | None:
     return row["version"]
 
 
-def fetch_artifact(settings: Settings, version: int) -> tuple[dict[str, Any], Path]:
+def fetch_artifact(cur, settings: Settings, version: int) -> tuple[dict[str, Any], Path]:
     """The version's row and a verified local directory holding its artifact."""
-    with db.connect(settings) as conn, conn.cursor() as cur:
-        row = db.model_version(cur, version)
+    row = db.model_version(cur, version)
     if row is None:
         raise RegistryError(f"model version {version} does not exist")
     if row.get("artifact_deleted_at"):
@@ -146,28 +141,27 @@ def load_classifier(kind: str, directory: Path):
     return candidate_kind.load(directory)
 
 
-def model_kind(settings: Settings, version: int) -> str:
-    with db.connect(settings) as conn, conn.cursor() as cur:
-        row = db.model_version(cur, version)
+def model_kind(cur, version: int) -> str:
+    row = db.model_version(cur, version)
     if row is None:
         raise RegistryError(f"model version {version} does not exist")
     return row["kind"]
 
 
-def load_model(settings: Settings, version: int):
-    row, directory = fetch_artifact(settings, version)
+def load_model(cur, settings: Settings, version: int):
+    row, directory = fetch_artifact(cur, settings, version)
     return load_classifier(row["kind"], directory)
 
 
 # --- champion -----------------------------------------------------------------------------
 
 
-def current_champion(settings: Settings, at: datetime | None = None) -> int | None:
-    with db.connect(settings) as conn, conn.cursor() as cur:
-        return db.champion_at(cur, at)
+def current_champion(cur, at: datetime | None = None) -> int | None:
+    return db.champion_at(cur, at)
 
 
 def set_champion(
+    cur,
     settings: Settings,
     version: int,
     *,
@@ -177,45 +171,45 @@ def set_champion(
     decision: str = "manual",
     reasons: dict[str, Any] | None = None,
 ) -> bool:
-    """Make ``version`` champion in one transaction under the champion lock (db.lock_champion).
+    """Make ``version`` champion under the champion lock (db.lock_champion), in the caller's
+    transaction.
 
     Records the decision either way; returns False when it already was the champion. A version
     whose artifact is missing or changed since registration (ChecksumMismatch) is refused.
     """
-    fetch_artifact(settings, version)  # verified before the lock is taken: it may download
-    with db.connect(settings) as conn, conn, conn.cursor() as cur:
-        db.lock_champion(cur)
-        # Checked again under the lock: retention may have deleted it since it was verified.
-        row = db.model_version(cur, version)
-        if row is None:
-            raise RegistryError(f"model version {version} does not exist")
-        if row["artifact_deleted_at"]:
-            raise RegistryError(f"model version {version} cannot be champion: retention deleted its "
-                                "artifact (it was never champion); retrain it")
-        before = db.champion_at(cur)
-        decision_id = db.record_decision(cur, {
-            "run_id": run_id, "decision": decision, "champion_before": before,
-            "champion_after": version, "reasons": reasons or {"reason": reason}, "actor": actor,
-        })
-        if before == version:
-            return False
-        db.switch_champion(cur, version, reason, actor, decision_id)
-        return True
+    fetch_artifact(cur, settings, version)  # verified before the lock is taken: it may download
+    db.lock_champion(cur)
+    # Checked again under the lock: retention may have deleted it since it was verified.
+    row = db.model_version(cur, version)
+    if row is None:
+        raise RegistryError(f"model version {version} does not exist")
+    if row["artifact_deleted_at"]:
+        raise RegistryError(f"model version {version} cannot be champion: retention deleted its "
+                            "artifact (it was never champion); retrain it")
+    before = db.champion_at(cur)
+    decision_id = db.record_decision(cur, {
+        "run_id": run_id, "decision": decision, "champion_before": before,
+        "champion_after": version, "reasons": reasons or {"reason": reason}, "actor": actor,
+    })
+    if before == version:
+        return False
+    db.switch_champion(cur, version, reason, actor, decision_id)
+    db.record_event(cur, run_id, None, f"champion_{decision}",
+                    f"model version {version} is champion (was {before}): {reason}")
+    return True
 
 
-def champion_of(settings: Settings, data_time: datetime) -> int | None:
+def champion_of(cur, data_time: datetime) -> int | None:
     """The champion for data up to ``data_time`` (a run's data interval end): see db.champion_of."""
-    with db.connect(settings) as conn, conn.cursor() as cur:
-        return db.champion_of(cur, data_time)
+    return db.champion_of(cur, data_time)
 
 
-def run_decision(settings: Settings, run_id: str) -> dict[str, Any] | None:
-    with db.connect(settings) as conn, conn.cursor() as cur:
-        return db.run_decision(cur, run_id)
+def run_decision(cur, run_id: str) -> dict[str, Any] | None:
+    return db.run_decision(cur, run_id)
 
 
 def apply_run_decision(
-    settings: Settings,
+    cur,
     *,
     run_id: str,
     interval_end: datetime,
@@ -226,7 +220,8 @@ def apply_run_decision(
     actor: str,
     dry_run: bool = False,
 ) -> dict[str, Any] | None:
-    """Record (and apply) a run's promotion decision in one transaction under the champion lock.
+    """Record (and apply) a run's promotion decision under the champion lock, in the caller's
+    transaction: the decision row, the champion history and the pipeline event commit together.
 
     - The run already decided: that decision is returned unchanged (a retry is idempotent).
     - The current champion took effect after this run's data interval end: the run is
@@ -236,44 +231,42 @@ def apply_run_decision(
     - Otherwise ``winner`` (if any, and not a dry run) becomes champion with effect from
       ``interval_end``, recorded as "promoted"; else "kept".
     """
-    with db.connect(settings) as conn, conn, conn.cursor() as cur:
-        db.lock_champion(cur)
-        taken = db.run_decision(cur, run_id)
-        if taken is not None:
-            return {**taken, "replayed": True}
-        current = db.current_champion_row(cur)
-        record = {"run_id": run_id, "actor": actor, "interval_end": interval_end}
-        if current is not None and current["effective_from"] > interval_end:
-            of_date = db.champion_of(cur, interval_end)
-            summary = (
-                f"historical run: not applied (the current champion, version "
-                f"{current['model_version']}, decides from {current['effective_from']:%Y-%m-%d %H:%M %Z}, "
-                f"after this run's data interval end {interval_end:%Y-%m-%d %H:%M %Z}); the policy said: "
-                f"{summary}"
-            )
-            record.update(decision="historical", champion_before=of_date, champion_after=of_date,
-                          reasons={**reasons, "summary": summary})
-        elif (current["model_version"] if current else None) != expected_champion:
-            return None
-        elif winner is not None and winner != expected_champion and not dry_run:
-            record.update(decision="promoted", champion_before=expected_champion, champion_after=winner,
-                          reasons={**reasons, "summary": summary})
-            decision_id = db.record_decision(cur, record)
-            db.switch_champion(cur, winner, summary, actor, decision_id, effective_from=interval_end)
-            return {**record, "id": decision_id, "replayed": False}
-        else:
-            if dry_run and winner is not None:
-                summary += " (dry run: evaluate only, nothing promoted)"
-            record.update(decision="kept", champion_before=expected_champion,
-                          champion_after=expected_champion, reasons={**reasons, "summary": summary})
-        decision_id = db.record_decision(cur, record)
-        return {**record, "id": decision_id, "replayed": False}
+    db.lock_champion(cur)
+    taken = db.run_decision(cur, run_id)
+    if taken is not None:
+        return {**taken, "replayed": True}
+    current = db.current_champion_row(cur)
+    record = {"run_id": run_id, "actor": actor, "interval_end": interval_end}
+    if current is not None and current["effective_from"] > interval_end:
+        of_date = db.champion_of(cur, interval_end)
+        summary = (
+            f"historical run: not applied (the current champion, version "
+            f"{current['model_version']}, decides from {current['effective_from']:%Y-%m-%d %H:%M %Z}, "
+            f"after this run's data interval end {interval_end:%Y-%m-%d %H:%M %Z}); the policy said: "
+            f"{summary}"
+        )
+        record.update(decision="historical", champion_before=of_date, champion_after=of_date,
+                      reasons={**reasons, "summary": summary})
+    elif (current["model_version"] if current else None) != expected_champion:
+        return None
+    elif winner is not None and winner != expected_champion and not dry_run:
+        record.update(decision="promoted", champion_before=expected_champion, champion_after=winner,
+                      reasons={**reasons, "summary": summary})
+    else:
+        if dry_run and winner is not None:
+            summary += " (dry run: evaluate only, nothing promoted)"
+        record.update(decision="kept", champion_before=expected_champion,
+                      champion_after=expected_champion, reasons={**reasons, "summary": summary})
+    decision_id = db.record_decision(cur, record)
+    if record["decision"] == "promoted" and winner is not None:
+        db.switch_champion(cur, winner, summary, actor, decision_id, effective_from=interval_end)
+    db.record_event(cur, run_id, "promote", f"decision_{record['decision']}", summary)
+    return {**record, "id": decision_id, "replayed": False}
 
 
-def rollback(settings: Settings, *, actor: str, reason: str = "rollback") -> int:
+def rollback(cur, settings: Settings, *, actor: str, reason: str = "rollback") -> int:
     """Make the previous champion the champion again; returns its version."""
-    with db.connect(settings) as conn, conn.cursor() as cur:
-        history = db.champion_history(cur)
+    history = db.champion_history(cur)
     if len(history) < 2:
         raise RegistryError("no previous champion to roll back to")
     current = history[-1]["model_version"]
@@ -283,15 +276,14 @@ def rollback(settings: Settings, *, actor: str, reason: str = "rollback") -> int
     )
     if previous is None:
         raise RegistryError("no previous champion to roll back to")
-    set_champion(settings, previous, reason=reason, actor=actor, decision="rollback")
+    set_champion(cur, settings, previous, reason=reason, actor=actor, decision="rollback")
     return previous
 
 
-def list_models(settings: Settings) -> list[dict[str, Any]]:
+def list_models(cur) -> list[dict[str, Any]]:
     """Every version (oldest first) with its latest test evaluation beside its validation score."""
-    with db.connect(settings) as conn, conn.cursor() as cur:
-        models = db.model_versions(cur)
-        latest = {row["version"]: row for row in db.leaderboard(cur)}
+    models = db.model_versions(cur)
+    latest = {row["version"]: row for row in db.leaderboard(cur)}
     for model in models:
         evaluation = latest.get(model["version"], {})
         model["test_macro_f1"] = evaluation.get("test_macro_f1")
@@ -299,6 +291,5 @@ def list_models(settings: Settings) -> list[dict[str, Any]]:
     return models
 
 
-def champion_history(settings: Settings) -> list[dict[str, Any]]:
-    with db.connect(settings) as conn, conn.cursor() as cur:
-        return db.champion_history(cur)
+def champion_history(cur) -> list[dict[str, Any]]:
+    return db.champion_history(cur)

@@ -21,7 +21,7 @@ import json
 import logging
 import math
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -37,6 +37,7 @@ from great_expectations.data_context.types.base import (
     ProgressBarsConfig,
 )
 
+from tasks.config import ValidationThresholds
 from tasks.extract import normalize_text
 
 logging.getLogger("great_expectations").setLevel(logging.WARNING)
@@ -56,21 +57,14 @@ Status = Literal["passed", "failed", "no_new_data"]
 class ValidationParams:
     label_set: list[str]
     interval_end: datetime  # exclusive end of the run's data interval; must be tz-aware
-    max_text_length: int = 20_000
+    thresholds: ValidationThresholds = field(default_factory=ValidationThresholds)  # [validation]
     min_text_length: int = 1
-    min_new_rows: int = 1
-    # KL(new || baseline) in nats, same default as config.ValidationThresholds. Sampling noise
-    # alone is about (classes - 1) / (2 * new rows), so small batches over many classes need a
-    # looser bound; for scale, 50/50 -> 80/20 is 0.19 and 50/50 -> 95/5 is 0.49.
-    max_label_drift: float = 0.5
-    max_conflict_share: float = 0.05
-    max_duplicate_share: float = 0.2
     allow_new_labels: bool = False
 
     def __post_init__(self) -> None:
         if self.interval_end.tzinfo is None:
             raise ValueError("interval_end must be timezone-aware")
-        if not 0 <= self.min_text_length <= self.max_text_length:
+        if not 0 <= self.min_text_length <= self.thresholds.max_text_length:
             raise ValueError("need 0 <= min_text_length <= max_text_length")
 
 
@@ -135,11 +129,7 @@ def validate_snapshot(
         "label_set": list(params.label_set) + new_labels,
         "interval_end": pd.Timestamp(params.interval_end),
         "min_text_length": params.min_text_length,
-        "max_text_length": params.max_text_length,
-        "min_new_rows": params.min_new_rows,
-        "max_label_drift": params.max_label_drift,
-        "max_conflict_share": params.max_conflict_share,
-        "max_duplicate_share": params.max_duplicate_share,
+        **asdict(params.thresholds),
     }
 
     context = _ephemeral_context(data_docs_dir)
@@ -543,3 +533,32 @@ def _preview_list(values: list[Any], limit: int = 10) -> str:
     shown = ", ".join(repr(v) for v in values[:limit])
     more = f", ... ({len(values)} labels)" if len(values) > limit else ""
     return f"[{shown}{more}]"
+
+
+def quarantine_entries(
+    snapshot: pd.DataFrame, outcome: ValidationOutcome, source: str, run_id: str, *, no_id: str
+) -> tuple[list[dict[str, Any]], int]:
+    """The textclf.quarantine rows for an outcome, and how many snapshot rows they hold.
+
+    Every version of a quarantined id is recorded (a view can repeat ids, and NULL ids, written
+    as ``no_id``, are all "the same"), so each stays out until it changes or is released."""
+    held = snapshot[rows_with_ids(snapshot["id"], outcome.quarantined_ids).to_numpy()]
+    versions: dict[Any, list[tuple[str | None, dict]]] = {}
+    for row in held.to_dict("records"):
+        row_id = None if pd.isna(row["id"]) else row["id"]
+        raw = json.loads(json.dumps(
+            {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()},
+            default=str,
+        ))
+        versions.setdefault(row_id, []).append((row.get("row_hash"), raw))
+    entries = [
+        {
+            "stage": "validation", "source": source,
+            "source_row": no_id if q.row_id is None else q.row_id,
+            "field": q.column, "reason": q.reason, "expectation": q.expectation,
+            "raw": raw, "run_id": run_id, "row_hash": row_hash,
+        }
+        for q in outcome.quarantined
+        for row_hash, raw in versions.get(q.row_id) or [(None, {"id": q.row_id})]
+    ]
+    return entries, len(held)

@@ -155,6 +155,13 @@ def settings(clean_db, tmp_path):
 
 
 @pytest.fixture
+def offline_settings(tmp_path):
+    """Settings for pure tests: a database URL nothing listens on, so a test that reaches for
+    the server by mistake fails at once instead of touching the shared test database."""
+    return load_settings(home=tmp_path / "home", database_url="postgresql://nobody@127.0.0.1:9/unreachable")
+
+
+@pytest.fixture
 def pg(clean_db):
     """A plain connection for assertions (autocommit)."""
     with autocommit_connection(clean_db) as conn:
@@ -193,7 +200,7 @@ def synthetic_corpus(n: int, seed: int = 0) -> list[tuple[str, str]]:
 def tiny_tfidf_dir(tmp_path_factory):
     """A real TF-IDF model trained on the synthetic corpus, saved with skops."""
     from tasks.candidates.tfidf import TfidfConfig
-    from tasks.train_tfidf import train_tfidf
+    from tasks.candidates.tfidf.training import train_tfidf
 
     rows = synthetic_corpus(300)
     texts, labels = [t for t, _ in rows], [label for _, label in rows]
@@ -205,11 +212,12 @@ def tiny_tfidf_dir(tmp_path_factory):
 
 
 def register_tiny(settings, directory, key: str = "k1") -> int:
-    from tasks import registry
+    from tasks import db, registry
 
-    return registry.register_model(
-        settings, kind="tfidf", staged_dir=directory, labels=sorted(CORPUS_WORDS),
-        params={"test": key}, metrics={"val_macro_f1": 1.0}, data_fingerprint=None,
-        run_id="test", logical_date=None, train_seconds=1.0, peak_memory_bytes=None,
-        training_key=key,
-    )
+    with db.transaction(settings) as cur:
+        return registry.register_model(
+            cur, settings, kind="tfidf", staged_dir=directory, labels=sorted(CORPUS_WORDS),
+            params={"test": key}, metrics={"val_macro_f1": 1.0}, data_fingerprint=None,
+            run_id="test", logical_date=None, train_seconds=1.0, peak_memory_bytes=None,
+            training_key=key,
+        )

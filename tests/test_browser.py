@@ -14,13 +14,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from test_decisions import run_date
 
 from airflow_helpers import AirflowStandalone
 from conftest import autocommit_connection, fetch, recreate_database, truncate_project_tables
+from support import run_date, seed
 from tasks.airflow_env import PASSWORDS_FILE, admin_password, manual_run_interval
 from tasks.config import REPO_ROOT, load_settings
-from test_dag import seed
 
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -8,13 +8,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from conftest import fetch, synthetic_corpus
-from tasks import db
+from conftest import fetch
+from support import TINY_BERT, seed, ti_states
 from tasks.config import REPO_ROOT
-from tasks.importer import CsvOptions, Record, import_records
 
 DAG_FILE = REPO_ROOT / "dags" / "textclf_retrain.py"
-TINY_BERT = {"bert_max_train_rows": 48, "bert_max_length": 24, "bert_epochs": 1}
 
 
 @pytest.fixture
@@ -90,48 +88,14 @@ def test_failures_are_recorded_and_can_be_mailed_and_posted_to_slack(monkeypatch
 
 
 def test_dag_file_parses_without_heavy_imports():
-    heavy = ["torch", "transformers", "pandas", "sklearn", "great_expectations", "tasks.train_bert"]
+    heavy = ["torch", "transformers", "pandas", "sklearn", "great_expectations", "tasks.candidates.bert.model", "tasks.candidates.bert.training",
+             "tasks.candidates.tfidf.training"]
     code = (
         f"import runpy, sys; runpy.run_path({str(DAG_FILE)!r}); "
         f"print([m for m in {heavy!r} if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
-
-
-def seed(settings, days: int, per_day: int, end: datetime, bad_texts_on_last_day: float = 0.0):
-    """An easy 3-class corpus labelled over `days` days before `end`, plus documents.
-
-    Blank texts are written straight into the table, as an upstream system writing to the
-    source table would (the CSV importer would have quarantined them before GX saw them).
-    """
-    corpus = synthetic_corpus(days * per_day, seed=3)
-    header = ["id", "text", "label", "labelled_at"]
-    labelled, blank = [], []
-    for i, (text, label) in enumerate(corpus):
-        day = i // per_day
-        ts = end - timedelta(days=days - day) + timedelta(minutes=i % per_day)
-        if day == days - 1 and (i % per_day) < bad_texts_on_last_day * per_day:
-            blank.append((i + 1, "   ", label, ts))
-            continue
-        labelled.append(Record(i + 2, dict(zip(header, [str(i + 1), text, label, ts.isoformat()], strict=True))))
-    docs = [
-        Record(i + 2, {"id": str(i + 1), "text": text,
-                       "created_at": (end - timedelta(hours=30 - i % 48)).isoformat()})
-        for i, (text, _) in enumerate(synthetic_corpus(60, seed=4))
-    ]
-    with db.connect(settings) as conn:
-        import_records(conn, settings, "labelled", header, iter(labelled), CsvOptions(),
-                       source="seed")
-        import_records(conn, settings, "documents", ["id", "text", "created_at"], iter(docs),
-                       CsvOptions(), source="seed")
-        with conn, conn.cursor() as cur:
-            cur.executemany("INSERT INTO textclf.labelled_texts (id, text, label, labelled_at) "
-                            "VALUES (%s, %s, %s, %s)", blank)
-
-
-def ti_states(dag_run) -> dict[str, str]:
-    return {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
 
 
 @pytest.mark.slow
@@ -245,13 +209,15 @@ def test_a_failed_candidate_fails_the_run_but_the_others_are_judged_and_predicti
 
     settings = load_settings(database_url=clean_db)
     dag = dagbag.get_dag("textclf_retrain")
-    dag.get_task("train_bert").retries = 0  # fail now rather than after the retry delays
+    assert dag.get_task("train_bert").retries > 0  # a missing checkpoint fails at once all the same
     day = datetime(2026, 11, 20, tzinfo=UTC)
     seed(settings, days=3, per_day=60, end=manual_run_interval(day.date())[1])
 
     run = dag.test(logical_date=day, run_conf={**TINY_BERT, "bert_checkpoint": "/no/such/checkpoint"})
     states = ti_states(run)
     assert states["train_bert"] == "failed" and states["train_tfidf"] == "success", states
+    [bert] = [ti for ti in run.get_task_instances() if ti.task_id == "train_bert"]
+    assert bert.try_number == 1  # a configuration error: no retry, no back-off
     assert states["evaluate"] == states["promote"] == states["predict"] == "success", states
     assert states["publish_predictions"] == "success", states
     assert states["finish"] == "failed" and str(run.state) == "failed"
@@ -261,7 +227,7 @@ def test_a_failed_candidate_fails_the_run_but_the_others_are_judged_and_predicti
     assert fetch(pg, "SELECT count(*) FROM textclf.predictions WHERE run_id = %s", (run.run_id,))[0][0] > 0
     events = dict(fetch(pg, "SELECT task_id, message FROM textclf.pipeline_events WHERE run_id = %s",
                         (run.run_id,)))
-    assert "no/such/checkpoint" in events["train_bert"]
+    assert "ConfigError" in events["train_bert"] and "/no/such/checkpoint" in events["train_bert"]
     assert "candidate task(s) failed: train_bert" in events["finish"]
 
 

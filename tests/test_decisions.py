@@ -12,37 +12,21 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from conftest import fetch
+from support import in_transaction, run_date, seed
 from tasks import registry
 from tasks.airflow_env import manual_run_interval
 from tasks.errors import Skip
 from tasks.pipeline import (
-    RunOptions,
-    evaluate_step,
     extract_step,
     plan_predictions_step,
     predict_partition_step,
     predict_step,
     promote_step,
     summarize_predictions,
-    train_step,
     validate_step,
 )
-from test_dag import seed
 
 DAY = datetime(2026, 11, 20, tzinfo=UTC)
-
-
-def run_date(settings, day: datetime, run_id: str, *, min_delta=None, max_train_rows=None) -> dict:
-    """One run of the pipeline for logical date ``day`` (TF-IDF only), step by step."""
-    start, end = manual_run_interval(day.date())
-    validation = validate_step(settings, run_id, day, extract_step(settings, run_id, start, end))
-    options = RunOptions(candidates=("tfidf",), max_train_rows=max_train_rows)
-    candidate = train_step(settings, "tfidf", run_id, day, validation, options)
-    evaluation = evaluate_step(settings, run_id, validation, [candidate], options)
-    promotion = promote_step(settings, run_id, validation, evaluation, min_delta=min_delta)
-    prediction = predict_step(settings, run_id, day, validation)
-    return {"validation": validation, "evaluation": evaluation, "promotion": promotion,
-            "prediction": prediction, "candidate": candidate}
 
 
 def decisions(pg, run_id: str) -> list[tuple]:
@@ -66,7 +50,7 @@ def test_a_retried_promotion_returns_the_decision_already_taken(settings, pg):
     retry = promote_step(settings, "run-a", first["validation"], first["evaluation"])
     assert retry == {**first["promotion"], "replayed": True}
     assert decisions(pg, "run-a") == [("promoted", None, champion)]
-    assert registry.current_champion(settings) == champion
+    assert in_transaction(settings, registry.current_champion) == champion
 
 
 def test_backfills_predict_with_the_champion_of_their_date_and_never_change_the_current_one(settings, pg):
@@ -91,7 +75,7 @@ def test_backfills_predict_with_the_champion_of_their_date_and_never_change_the_
     rerun = run_date(settings, day1, "d1")
     assert rerun["promotion"] == {**one["promotion"], "replayed": True}
     assert predictions_of(pg, "d1") == rows_d1
-    assert registry.current_champion(settings) == v2
+    assert in_transaction(settings, registry.current_champion) == v2
 
     # A new run of day 1 (a backfill) whose candidate the policy would promote: historical.
     late = run_date(settings, day1, "d1-late", min_delta=-1.0, max_train_rows=100)
@@ -102,12 +86,12 @@ def test_backfills_predict_with_the_champion_of_their_date_and_never_change_the_
                              "WHERE run_id = 'd1-late'")
     assert summary.startswith("historical run: not applied") and "promote version" in summary
     assert late["promotion"]["promoted"] is False
-    assert registry.current_champion(settings) == v2  # never changed by an older date
+    assert in_transaction(settings, registry.current_champion) == v2  # never changed by an older date
     assert late["prediction"]["model_version"] == v1  # the champion of day 1
     assert predictions_of(pg, "d1") == rows_d1  # identical rows, not even re-stamped
     assert fetch(pg, "SELECT count(*) FROM textclf.evaluations WHERE run_id = 'd1-late'")[0][0] == 2
 
-    history = registry.champion_history(settings)
+    history = in_transaction(settings, registry.champion_history)
     assert [h["model_version"] for h in history] == [v1, v2]
     assert history[0]["effective_from"] == manual_run_interval(day1.date())[1]
 

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn import metrics
 
+from support import KeywordModel
 from tasks.evaluate import (
     Comparison,
     EvaluationReport,
@@ -26,28 +27,6 @@ from tasks.evaluate import (
 )
 
 # ---------------------------------------------------------------- tiny models
-
-
-class KeywordModel:
-    """Puts `confidence` on the first of its labels that appears as a word in the text."""
-
-    kind = "keyword"
-
-    def __init__(self, labels, confidence=0.8):
-        self.labels = list(labels)
-        self.confidence = confidence
-
-    def predict_proba(self, texts):
-        n_labels = len(self.labels)
-        out = np.full((len(texts), n_labels), 1.0 / n_labels)
-        for row, text in enumerate(texts):
-            words = text.split()
-            for column, label in enumerate(self.labels):
-                if label in words:
-                    out[row] = (1.0 - self.confidence) / (n_labels - 1)
-                    out[row, column] = self.confidence
-                    break
-        return out
 
 
 class NoisyKeywordModel:

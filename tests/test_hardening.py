@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 from psycopg2 import sql
 
 from conftest import CORPUS_WORDS, fetch, recreate_database, register_tiny, synthetic_corpus
+from support import in_transaction
 from tasks import db, registry, storage
 from tasks.airflow_env import manual_run_interval
 from tasks.cli import main
@@ -214,7 +215,7 @@ def test_the_readme_custom_source_with_nullable_columns_runs_end_to_end(airflow_
     assert quarantined["1013"] == {"weight"}
     assert len(clean_ids) == len(good) + 3  # the control characters and the two conflicting rows
 
-    champion = registry.current_champion(settings)
+    champion = in_transaction(settings, registry.current_champion)
     assert champion is not None
     scored = dict(fetch(pg, "SELECT document_id, count(*) FROM textclf.predictions GROUP BY 1"))
     assert set(scored) == {i for i, *_ in docs} and set(scored.values()) == {1}  # id 5 once
@@ -449,7 +450,7 @@ def test_csv_import_of_every_kind_of_bad_line(settings, pg, tmp_path, capsys):
 
 def test_predict_refuses_what_it_cannot_label(settings, tiny_tfidf_dir, monkeypatch, capsys):
     version = register_tiny(settings, tiny_tfidf_dir)
-    registry.set_champion(settings, version, reason="test", actor="test")
+    in_transaction(settings, registry.set_champion, settings, version, reason="test", actor="test")
     with pytest.raises(InputError, match="no text to label"):
         predict_texts(settings, [])
     with pytest.raises(InputError, match="text 2: no text to score"):
@@ -564,7 +565,7 @@ def test_postgresql_restarted_during_scoring_then_the_retry_succeeds(tmp_path, t
 
 def test_a_corrupted_artifact_is_refused_and_the_champion_stays(settings, pg, tiny_tfidf_dir, capsys, caplog):
     good = register_tiny(settings, tiny_tfidf_dir, key="good")
-    registry.set_champion(settings, good, reason="first", actor="test")
+    in_transaction(settings, registry.set_champion, settings, good, reason="first", actor="test")
     other_dir = settings.home / "other"
     shutil.copytree(tiny_tfidf_dir, other_dir)
     corrupted = register_tiny(settings, other_dir, key="corrupted")
@@ -574,15 +575,15 @@ def test_a_corrupted_artifact_is_refused_and_the_champion_stays(settings, pg, ti
     artifact.write_bytes(bytes(data))
 
     with pytest.raises(registry.ChecksumMismatch, match=f"model version {corrupted}: artifact at .* refusing"):
-        registry.set_champion(settings, corrupted, reason="manual", actor="test")
+        in_transaction(settings, registry.set_champion, settings, corrupted, reason="manual", actor="test")
     assert main(["promote", str(corrupted), "--reason", "try", "--no-airflow"]) == 2
     assert "refusing to load it" in capsys.readouterr().err
     with pytest.raises(registry.ChecksumMismatch):
-        registry.find_trained(settings, "corrupted")  # a retried training does not quietly replace it
+        in_transaction(settings, registry.find_trained, settings, "corrupted")  # a retried training does not quietly replace it
     with pytest.raises(registry.ChecksumMismatch):
         predict_documents(settings, model_version=corrupted, run_id="x", logical_date=None, start=None, end=None)
-    assert registry.current_champion(settings) == good
-    assert [h["model_version"] for h in registry.champion_history(settings)] == [good]
+    assert in_transaction(settings, registry.current_champion) == good
+    assert [h["model_version"] for h in in_transaction(settings, registry.champion_history)] == [good]
 
 
 # --- 3. concurrency ------------------------------------------------------------------------------
@@ -592,24 +593,23 @@ def test_racing_champion_changes_are_serialised_and_history_never_overlaps(setti
     """Nightly promotions of several runs, manual promotions (in-process and a `textclf promote`
     process) and rollbacks, all at once: one change at a time, one open period, no overlap."""
     versions = [register_tiny(settings, tiny_tfidf_dir, key=f"v{i}") for i in range(6)]
-    registry.set_champion(settings, versions[0], reason="start", actor="test")
+    in_transaction(settings, registry.set_champion, settings, versions[0], reason="start", actor="test")
     barrier = threading.Barrier(7)
     errors: list[BaseException] = []
 
     def nightly(i: int) -> None:
         barrier.wait()
         for _ in range(3):  # judged against the champion it saw; re-judged if it changed meanwhile
-            current = registry.current_champion(settings)
-            if registry.apply_run_decision(
-                    settings, run_id=f"night-{i}", interval_end=DAY + timedelta(days=i),
+            current = in_transaction(settings, registry.current_champion)
+            if in_transaction(settings, registry.apply_run_decision, run_id=f"night-{i}", interval_end=DAY + timedelta(days=i),
                     expected_champion=current, winner=versions[i], summary="better", reasons={},
                     actor="scheduler") is not None:
                 return
 
     def manual(i: int) -> None:
         barrier.wait()
-        registry.set_champion(settings, versions[i], reason="operator", actor="alice")
-        registry.rollback(settings, actor="bob")
+        in_transaction(settings, registry.set_champion, settings, versions[i], reason="operator", actor="alice")
+        in_transaction(settings, registry.rollback, settings, actor="bob")
 
     def guarded(target, i):
         def run():
@@ -656,11 +656,11 @@ def test_a_stuck_lock_holder_is_an_error_not_a_hang_and_the_reader_cannot_take_t
     monkeypatch.setattr(db, "CHAMPION_LOCK_WAIT_SECONDS", 1.0)
     started = time.monotonic()
     with pytest.raises(db.ChampionLocked, match="another champion change has held the lock"):
-        registry.set_champion(settings, version, reason="blocked", actor="test")
+        in_transaction(settings, registry.set_champion, settings, version, reason="blocked", actor="test")
     assert time.monotonic() - started < 10
     holder.rollback()
     holder.close()
-    assert registry.set_champion(settings, version, reason="free again", actor="test")
+    assert in_transaction(settings, registry.set_champion, settings, version, reason="free again", actor="test")
 
     with pg.cursor() as cur:
         cur.execute("SET ROLE textclf_reader")
@@ -702,7 +702,7 @@ def test_identifiers_from_config_with_injection_attempts_are_rejected_naming_the
 
 def test_the_reader_role_reads_predictions_and_the_views_and_nothing_else(pg, settings, tiny_tfidf_dir):
     version = register_tiny(settings, tiny_tfidf_dir)
-    registry.set_champion(settings, version, reason="first", actor="test")
+    in_transaction(settings, registry.set_champion, settings, version, reason="first", actor="test")
     documents(pg, 50)
     predict_documents(settings, model_version=version, run_id="r", logical_date=DAY, start=None, end=None)
     readme = (REPO_ROOT / "README.md").read_text()
@@ -751,7 +751,7 @@ def test_a_schema_behind_the_code_is_refused_until_textclf_db_upgrade(database_u
     url = url_for_database(database_url, "textclf_test_old_schema")
     settings = load_settings(home=tmp_path / "home", database_url=url)
     with pytest.raises(db.SchemaNotCurrent, match="at migration none, this code needs .*textclf db upgrade"):
-        registry.current_champion(settings)
+        in_transaction(settings, registry.current_champion)
     os.environ["TEXTCLF_DATABASE_URL"], saved = url, os.environ["TEXTCLF_DATABASE_URL"]
     try:
         assert main(["models"]) == 2

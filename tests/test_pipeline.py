@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from conftest import fetch, register_tiny
+from support import in_transaction, seed
 from tasks import registry
 from tasks.airflow_env import manual_run_interval
 from tasks.pipeline import (
@@ -17,7 +18,6 @@ from tasks.pipeline import (
     train_step,
     validate_step,
 )
-from test_dag import seed
 
 DAY = datetime(2026, 11, 20, tzinfo=UTC)
 
@@ -43,8 +43,7 @@ def test_steps_learning_curve_and_a_champion_changed_during_the_run(settings, pg
     # Another run (an earlier date's, in parallel) promotes a model after this run's evaluation,
     # before its promotion.
     other = register_tiny(settings, tiny_tfidf_dir, key="other-run")
-    registry.apply_run_decision(
-        settings, run_id="run-0", interval_end=end - timedelta(days=1), expected_champion=None,
+    in_transaction(settings, registry.apply_run_decision, run_id="run-0", interval_end=end - timedelta(days=1), expected_champion=None,
         winner=other, summary="other run", reasons={}, actor="test")
     result = promote_step(settings, "run-1", validation, evaluation)
     (before, roles), = fetch(

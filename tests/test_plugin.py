@@ -9,10 +9,9 @@ import sys
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from test_decisions import run_date
 
+from support import in_transaction, run_date, seed
 from tasks.config import REPO_ROOT
-from test_dag import seed
 
 PLUGINS_DIR = REPO_ROOT / "plugins"
 XSS = "<script>alert('x')</script>"
@@ -91,7 +90,7 @@ def client(plugin, settings, monkeypatch):
     seed(settings, days=4, per_day=60, end=manual_run_interval(DAY.date())[1])
     run_date(settings, DAY - timedelta(days=1), "night-1")
     second = run_date(settings, DAY, "night-2", max_train_rows=60)
-    registry.set_champion(settings, second["candidate"]["version"], reason=f"manual {XSS}",
+    in_transaction(settings, registry.set_champion, settings, second["candidate"]["version"], reason=f"manual {XSS}",
                           actor="ops@example.com")
     [dependency] = app.router.dependencies
     app.dependency_overrides[dependency.dependency] = lambda: None

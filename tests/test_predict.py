@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from conftest import fetch, register_tiny, synthetic_corpus
+from support import in_transaction
 from tasks import db, registry
 from tasks.importer import CsvOptions, Record, import_records
 from tasks.predict import predict_documents, predict_texts
@@ -30,7 +31,7 @@ def load_documents(settings, n: int) -> None:
 @pytest.fixture
 def champion(settings, tiny_tfidf_dir):
     version = register_tiny(settings, tiny_tfidf_dir)
-    registry.set_champion(settings, version, reason="test", actor="test")
+    in_transaction(settings, registry.set_champion, settings, version, reason="test", actor="test")
     return version
 
 
@@ -87,7 +88,7 @@ def test_latest_predictions_prefers_the_champion(settings, pg, tiny_tfidf_dir, c
     view = fetch(pg, "SELECT document_id, model_version, from_champion "
                      "FROM textclf.latest_predictions ORDER BY document_id")
     assert len(view) == 10 and all(v == champion and c for _, v, c in view)
-    registry.set_champion(settings, other, reason="switch", actor="test")
+    in_transaction(settings, registry.set_champion, settings, other, reason="switch", actor="test")
     view = fetch(pg, "SELECT DISTINCT model_version FROM textclf.latest_predictions")
     assert view == [(other,)]
 

@@ -3,8 +3,8 @@ import re
 
 import numpy as np
 import pytest
-from test_evaluate import KeywordModel
 
+from support import KeywordModel
 from tasks.evaluate import EvaluationReport, evaluate_all
 from tasks.report import LearningCurvePoint, learning_curve, write_report
 

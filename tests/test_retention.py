@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from conftest import fetch, register_tiny
+from support import in_transaction
 from tasks import registry
 from tasks.config import REPO_ROOT, RetentionPolicy
 from tasks.retention import collect_garbage
@@ -27,8 +28,8 @@ def cluttered(settings, pg, tiny_tfidf_dir):
     """Five versions (v1 then v2 were champion), an old and a recent run, old and new checkpoints."""
     settings = replace(settings, retention=RetentionPolicy(keep_candidates=1, max_age_days=30))
     versions = [register_tiny(settings, tiny_tfidf_dir, key=f"k{i}") for i in range(5)]
-    registry.set_champion(settings, versions[0], reason="first", actor="test")
-    registry.set_champion(settings, versions[1], reason="second", actor="test")
+    in_transaction(settings, registry.set_champion, settings, versions[0], reason="first", actor="test")
+    in_transaction(settings, registry.set_champion, settings, versions[1], reason="second", actor="test")
     for run_id, validated in (("old-run", datetime.now(UTC) - timedelta(days=45)),
                               ("new-run", datetime.now(UTC) - timedelta(days=1))):
         run_dir = settings.run_dir(run_id)
@@ -53,7 +54,7 @@ def test_a_dry_run_lists_and_deletes_nothing(cluttered):
         f"model artifact (v{versions[2]} tfidf)", f"model artifact (v{versions[3]} tfidf)", "run folder",
         "checkpoints"}
     assert report.bytes_freed > 150_000 and report.summary().startswith("retention would free")
-    assert all(registry.fetch_artifact(settings, v) for v in versions)
+    assert all(in_transaction(settings, registry.fetch_artifact, settings, v) for v in versions)
     assert settings.run_dir("old-run").exists()
 
 
@@ -79,11 +80,11 @@ def test_the_maintenance_dag_frees_space_and_a_rollback_still_works(cluttered, a
     assert not (settings.home / "checkpoints" / "old-run").exists()
     assert (settings.home / "checkpoints" / "new-run").exists()
 
-    assert registry.rollback(settings, actor="ops") == versions[0]  # the previous champion is there
-    assert registry.load_model(settings, versions[0]).predict_proba(["great"]).shape == (1, 3)
+    assert in_transaction(settings, registry.rollback, settings, actor="ops") == versions[0]  # the previous champion is there
+    assert in_transaction(settings, registry.load_model, settings, versions[0]).predict_proba(["great"]).shape == (1, 3)
     with pytest.raises(registry.RegistryError, match="deleted by retention"):
-        registry.load_model(settings, versions[2])
+        in_transaction(settings, registry.load_model, settings, versions[2])
     with pytest.raises(registry.RegistryError, match="deleted by retention"):
-        registry.set_champion(settings, versions[3], reason="oops", actor="ops")
+        in_transaction(settings, registry.set_champion, settings, versions[3], reason="oops", actor="ops")
     again = collect_garbage(settings)
     assert again.freed == []  # idempotent

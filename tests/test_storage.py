@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from conftest import fetch
+from support import seed
 from tasks import storage
 from tasks.airflow_env import manual_run_interval
 from tasks.pipeline import (
@@ -20,7 +21,6 @@ from tasks.pipeline import (
     train_step,
     validate_step,
 )
-from test_dag import seed
 
 DAY = datetime(2026, 11, 20, tzinfo=UTC)
 

@@ -11,9 +11,9 @@ import pytest
 
 from airflow_helpers import AirflowComponents, free_port, iso, task_instances, wait_for_run, wait_healthy
 from conftest import recreate_database
+from support import TINY_BERT, seed
 from tasks.airflow_env import admin_password, airflow_environment, manual_run_interval, prepare_airflow
 from tasks.config import load_settings
-from test_dag import TINY_BERT, seed
 
 pytestmark = pytest.mark.slow
 REDIS = ("127.0.0.1", 6379)

@@ -35,6 +35,7 @@ from conftest import (
     synthetic_corpus,
     truncate_project_tables,
 )
+from support import in_transaction
 from tasks import db, registry
 from tasks.config import load_settings
 from tasks.importer import CsvOptions, Record, import_records
@@ -235,7 +236,7 @@ def test_reprocessing_completed_dates_rewrites_nothing(system, first_backfill, p
 
 def test_trigger_with_params_takes_effect(system, first_backfill, pg):
     services, settings, now = system
-    champion = registry.current_champion(settings)
+    champion = in_transaction(settings, registry.current_champion)
     assert champion is not None
     # min_delta -1 makes any sound challenger qualify; dry_run must still keep the champion.
     conf = {"candidates": ["tfidf"], "dry_run": True, "min_delta": -1}
@@ -257,7 +258,7 @@ def test_trigger_with_params_takes_effect(system, first_backfill, pg):
     [challenger] = [v for v in reasons["verdicts"] if v["qualifies"]]
     [beats] = [r for r in challenger["rules"] if r["rule"] == "beats_champion"]
     assert "not above -1.0000" in beats["detail"], beats
-    assert registry.current_champion(settings) == champion
+    assert in_transaction(settings, registry.current_champion) == champion
     assert fetch(pg, "SELECT DISTINCT kind FROM textclf.model_versions WHERE run_id = %s",
                  (run_id,)) == [("tfidf",)]
 

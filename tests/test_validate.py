@@ -6,6 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tasks.config import ValidationThresholds
 from tasks.validate import ValidationOutcome, ValidationParams, load_suite, validate_snapshot
 
 SUITES = Path(__file__).resolve().parents[1] / "expectations"
@@ -56,7 +57,9 @@ def rid(i):
 
 
 def run(snapshot, data_docs_dir=None, label_set=LABELS, **overrides) -> ValidationOutcome:
-    params = ValidationParams(label_set=label_set, interval_end=END, **overrides)
+    thresholds = ValidationThresholds(**{k: v for k, v in overrides.items() if k != "allow_new_labels"})
+    params = ValidationParams(label_set=label_set, interval_end=END, thresholds=thresholds,
+                              allow_new_labels=overrides.get("allow_new_labels", False))
     return validate_snapshot(snapshot, params, SUITES, data_docs_dir)
 
 

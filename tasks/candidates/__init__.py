@@ -1,7 +1,8 @@
 """Candidate kinds: the one list of them.
 
-Add a kind with one module beside these (see ``base.py`` for the contract) and one entry
-here; the configuration (``[<name>]`` table in textclf.toml), the registry, the CLI and the
+Add a kind with one folder beside these (``__init__.py`` light to import with KIND, train and
+load; ``config.py``; ``model.py`` for scoring; ``training.py`` for training only; see
+``base.py`` for the contract) and one entry here; the configuration (``[<name>]`` table in textclf.toml), the registry, the CLI and the
 DAG (one training task per kind) all read this mapping.
 """
 

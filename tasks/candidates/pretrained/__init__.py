@@ -1,28 +1,23 @@
 """Candidate kind ``pretrained``: an already fine-tuned checkpoint, evaluated as it is, its
-labels translated through ``label_map`` (see ``tasks.pretrained``). Off unless enabled."""
+labels translated through ``label_map`` (``model.py``, which scores through ``bert/model.py``). Off unless enabled."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from tasks.candidates.base import CandidateConfig, CandidateKind, TextClassifier, TrainedModel, TrainingJob
+from tasks.candidates.base import CandidateKind, TextClassifier, TrainedModel, TrainingJob
+from tasks.candidates.pretrained.config import PretrainedConfig
 from tasks.errors import Skip
 
-
-@dataclass(frozen=True)
-class PretrainedConfig(CandidateConfig):
-    checkpoint: str = ""  # a local directory (or a hub id where the hub is reachable)
-    label_map: dict[str, str] = field(default_factory=dict)  # model label -> our label
-    max_length: int = 512
+__all__ = ["KIND", "PretrainedConfig", "load", "train"]
 
 
 def train(job: TrainingJob, config: PretrainedConfig) -> TrainedModel:
-    from tasks.pretrained import PretrainedClassifier
+    from tasks.candidates.pretrained.model import PretrainedClassifier
 
     if not config.checkpoint:
         raise Skip("no pre-trained checkpoint configured ([pretrained] checkpoint)")
-    model = PretrainedClassifier(config.checkpoint, config.label_map, job.labels, config.max_length)
+    model = PretrainedClassifier.from_checkpoint(config.checkpoint, config.label_map, job.labels, config.max_length)
     model.save(job.output_dir)
     return TrainedModel(
         params={"checkpoint": config.checkpoint, "label_map": model.label_map,
@@ -32,7 +27,7 @@ def train(job: TrainingJob, config: PretrainedConfig) -> TrainedModel:
 
 
 def load(directory: Path) -> TextClassifier:
-    from tasks.pretrained import PretrainedClassifier
+    from tasks.candidates.pretrained.model import PretrainedClassifier
 
     return PretrainedClassifier.load(directory)
 

@@ -7,11 +7,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-import centroid_kind
+import centroid
+from centroid.model import CentroidClassifier
 from conftest import fetch
+from support import in_transaction, seed, ti_states
 from tasks import candidates, registry
 from tasks.config import REPO_ROOT, ConfigError, load_settings
-from test_dag import seed, ti_states
 
 
 def test_every_kind_fulfils_the_contract():
@@ -26,7 +27,7 @@ def test_every_kind_fulfils_the_contract():
 
 @pytest.fixture
 def with_centroid_kind(monkeypatch):
-    monkeypatch.setitem(candidates.KINDS, "centroid", centroid_kind.KIND)
+    monkeypatch.setitem(candidates.KINDS, "centroid", centroid.KIND)
 
 
 def test_a_new_kind_is_configured_from_its_own_table(with_centroid_kind, tmp_path, monkeypatch):
@@ -34,7 +35,7 @@ def test_a_new_kind_is_configured_from_its_own_table(with_centroid_kind, tmp_pat
     config.write_text('candidates = ["tfidf", "centroid"]\n[centroid]\ntemperature = 0.5\n')
     monkeypatch.setenv("TEXTCLF_CONFIG", str(config))
     settings = load_settings()
-    assert settings.candidate_config("centroid") == centroid_kind.CentroidConfig(temperature=0.5)
+    assert settings.candidate_config("centroid") == centroid.CentroidConfig(temperature=0.5)
     config.write_text("[centroid]\ntemprature = 0.5\n")
     with pytest.raises(ConfigError, match=r"unknown setting in \[centroid\]: temprature"):
         load_settings()
@@ -65,6 +66,6 @@ def test_a_new_kind_runs_through_the_dag(with_centroid_kind, airflow_ready, clea
         WHERE e.run_id = %s GROUP BY mv.kind ORDER BY mv.kind""", (run.run_id,))
     assert evaluated == [("centroid", 1), ("tfidf", 1)]  # both judged on the same test rows
     [(version,)] = fetch(pg, "SELECT version FROM textclf.model_versions WHERE kind = 'centroid'")
-    model = registry.load_model(settings, version)
-    assert isinstance(model, centroid_kind.CentroidClassifier)
+    model = in_transaction(settings, registry.load_model, settings, version)
+    assert isinstance(model, CentroidClassifier)
     assert model.labels[model.predict_proba(["love wonderful great"]).argmax()] == "positive"

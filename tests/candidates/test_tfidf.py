@@ -13,13 +13,13 @@ from sklearn.utils import murmurhash3_32
 
 from conftest import synthetic_corpus
 from tasks.candidates.tfidf import TfidfConfig
-from tasks.train_tfidf import (
+from tasks.candidates.tfidf.model import (
     LEGACY_TRUSTED_TYPES,
     CharWbHasher,
     LegacyTfidfClassifier,
     TfidfClassifier,
-    train_tfidf,
 )
+from tasks.candidates.tfidf.training import train_tfidf
 
 LABELS = ["negative", "neutral", "positive"]
 FAST = TfidfConfig(alphas=(1e-4,), min_df=1, epochs=5)

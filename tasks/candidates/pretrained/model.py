@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from tasks.train_bert import load_classification_model, predict_model_probabilities
-from tasks.train_bert import model_labels as labels_of
+from tasks.candidates.bert.model import load_classification_model, predict_model_probabilities
+from tasks.candidates.bert.model import model_labels as labels_of
 
 CANDIDATE_FILE_NAME = "pretrained_candidate.json"
 BERT_POSITION_LIMIT = 512
@@ -27,6 +28,8 @@ class PretrainedClassifier:
 
     def __init__(
         self,
+        model: Any,
+        tokenizer: Any,
         checkpoint: str,
         label_map: dict[str, str],
         labels: list[str],
@@ -39,7 +42,7 @@ class PretrainedClassifier:
         self.checkpoint = checkpoint
         self.labels = list(labels)
         self.head_fraction = head_fraction
-        self._model, self._tokenizer = load_classification_model(checkpoint)
+        self._model, self._tokenizer = model, tokenizer
         self.max_length = min(max_length, self._tokenizer.model_max_length)
         model_labels = labels_of(self._model)
         unknown_sources = sorted(set(label_map) - set(model_labels))
@@ -53,6 +56,19 @@ class PretrainedClassifier:
         for row, model_label in enumerate(model_labels):
             if model_label in self.label_map:
                 self._mapping[row, self.labels.index(self.label_map[model_label])] = 1.0
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        checkpoint: str,
+        label_map: dict[str, str],
+        labels: list[str],
+        max_length: int = BERT_POSITION_LIMIT,
+        head_fraction: float = 0.25,
+    ) -> PretrainedClassifier:
+        """Load the checkpoint (safetensors only) and translate its labels through ``label_map``."""
+        model, tokenizer = load_classification_model(checkpoint)
+        return cls(model, tokenizer, checkpoint, label_map, labels, max_length, head_fraction)
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """Probabilities, one row per text summing to 1, columns in `self.labels` order (see the module doc)."""
@@ -82,7 +98,7 @@ class PretrainedClassifier:
     @classmethod
     def load(cls, directory: str | Path) -> PretrainedClassifier:
         definition = json.loads((Path(directory) / CANDIDATE_FILE_NAME).read_text())
-        return cls(
+        return cls.from_checkpoint(
             definition["checkpoint"],
             definition["label_map"],
             definition["labels"],

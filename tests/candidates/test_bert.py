@@ -22,52 +22,20 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
 
+from support import TOPICS, make_corpus, tiny_config
 from tasks.candidates.bert import BertConfig
-from tasks.pretrained import PretrainedClassifier
-from tasks.train_bert import (
+from tasks.candidates.bert.model import (
     BertClassifier,
     MeanPoolingClassifier,
-    build_optimizer_grouped_parameters,
     checkpoint_pooling,
-    create_lr_scheduler,
     encode_texts,
-    fine_tune,
     head_tail_truncate,
     resolve_checkpoint,
 )
+from tasks.candidates.bert.training import build_optimizer_grouped_parameters, create_lr_scheduler, fine_tune
+from tasks.candidates.pretrained.model import PretrainedClassifier
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-FILLER = "the of and to in is was for on with as at by from this that which".split()
-TOPICS = {
-    "sport": "football goal match team striker league referee stadium",
-    "finance": "stock market bank shares investor dividend bond inflation",
-    "cooking": "recipe oven garlic bake simmer flour butter skillet",
-    "space": "rocket orbit planet astronaut galaxy telescope comet nasa",
-    "music": "guitar melody concert drummer album chorus violin lyrics",
-    "medicine": "doctor patient surgery vaccine clinic nurse diagnosis tablet",
-    "weather": "rain storm forecast thunder humidity snow breeze drought",
-    "law": "court judge lawyer verdict trial appeal jury statute",
-    "farming": "tractor harvest wheat barn cattle soil orchard plough",
-    "computing": "software compiler server database laptop keyboard algorithm python",
-    "travel": "airport passport hotel luggage tourist flight ferry itinerary",
-    "ocean": "whale coral reef tide dolphin seaweed lagoon shark",
-}
-
-
-def make_corpus(topics: list[str], rows: int, seed: int, lines: int = 1) -> tuple[list[str], list[str]]:
-    """Each text: `lines` lines of filler words with two of its topic's words mixed in."""
-    rng = random.Random(seed)
-    texts, labels = [], []
-    for _ in range(rows):
-        topic = rng.choice(topics)
-        text_lines = []
-        for _ in range(lines):
-            words = rng.choices(FILLER, k=4) + rng.sample(TOPICS[topic].split(), k=2)
-            rng.shuffle(words)
-            text_lines.append(" ".join(words))
-        texts.append("\n".join(text_lines))
-        labels.append(topic)
-    return texts, labels
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def accuracy(probabilities: np.ndarray, labels: list[str], expected: list[str]) -> float:
@@ -87,11 +55,6 @@ def tiny_checkpoint(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def tokenizer():
     return AutoTokenizer.from_pretrained(resolve_checkpoint(""))
-
-
-def tiny_config(checkpoint: str, **overrides) -> BertConfig:
-    settings = dict(checkpoint=checkpoint, max_length=32, batch_size=16, eval_steps=5, save_steps=10)
-    return BertConfig(**(settings | overrides))
 
 
 # --- learning-rate schedules ---------------------------------------------------------------------------------
@@ -324,7 +287,7 @@ class BatchRecorder:
 
 def test_a_resumed_run_sees_the_same_rows_and_ends_with_the_same_weights(tiny_checkpoint, tmp_path, monkeypatch):
     """3 epochs of 8 steps; a crash in epoch 2 after the step-12 checkpoint; the rerun resumes from it."""
-    import tasks.train_bert as train_bert
+    import tasks.candidates.bert.training as train_bert
 
     monkeypatch.setattr(train_bert, "DataCollatorWithPadding", BatchRecorder)
     texts, labels = make_corpus(["sport", "finance", "cooking"], rows=64, seed=21)
@@ -404,8 +367,8 @@ import os, signal, sys
 from pathlib import Path
 sys.path.insert(0, "tests")
 from transformers import TrainerCallback
-from test_train_bert import make_corpus, tiny_config
-from tasks.train_bert import fine_tune
+from support import make_corpus, tiny_config
+from tasks.candidates.bert.training import fine_tune
 
 class KillAt(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
@@ -619,7 +582,7 @@ def test_pretrained_candidate_maps_and_renormalises_model_labels(sentiment_check
     texts = ["what a great day", "this was awful", "it is a table", "the match went on"]
     model = reference_probabilities(sentiment_checkpoint, texts)  # columns POS, NEG, MEH
     labels = ["negative", "neutral", "positive"]
-    candidate = PretrainedClassifier(str(sentiment_checkpoint), {"POS": "positive", "NEG": "negative"}, labels)
+    candidate = PretrainedClassifier.from_checkpoint(str(sentiment_checkpoint), {"POS": "positive", "NEG": "negative"}, labels)
 
     probabilities = candidate.predict_proba(texts)
     kept = model[:, 0] + model[:, 1]
@@ -637,7 +600,7 @@ def test_pretrained_candidate_maps_and_renormalises_model_labels(sentiment_check
 def test_pretrained_candidate_adds_up_labels_mapped_together(sentiment_checkpoint):
     texts = ["first text", "second text"]
     model = reference_probabilities(sentiment_checkpoint, texts)
-    candidate = PretrainedClassifier(
+    candidate = PretrainedClassifier.from_checkpoint(
         str(sentiment_checkpoint), {"POS": "keep", "MEH": "keep", "NEG": "drop"}, ["drop", "keep"]
     )
     assert candidate.predict_proba(texts)[:, 1] == pytest.approx(model[:, 0] + model[:, 2], abs=1e-6)
@@ -646,7 +609,7 @@ def test_pretrained_candidate_adds_up_labels_mapped_together(sentiment_checkpoin
 def test_pretrained_candidate_without_a_label_map_matches_labels_by_name(sentiment_checkpoint):
     texts = ["first text", "second text"]
     model = reference_probabilities(sentiment_checkpoint, texts)
-    candidate = PretrainedClassifier(str(sentiment_checkpoint), {}, ["NEG", "other", "POS"])
+    candidate = PretrainedClassifier.from_checkpoint(str(sentiment_checkpoint), {}, ["NEG", "other", "POS"])
     assert candidate.label_map == {"POS": "POS", "NEG": "NEG"}
     expected = np.stack([model[:, 1], np.zeros(2), model[:, 0]], axis=1) / (model[:, :1] + model[:, 1:2])
     assert candidate.predict_proba(texts) == pytest.approx(expected, abs=1e-6)
@@ -654,9 +617,9 @@ def test_pretrained_candidate_without_a_label_map_matches_labels_by_name(sentime
 
 def test_pretrained_candidate_rejects_labels_the_model_lacks(sentiment_checkpoint):
     with pytest.raises(ValueError, match="does not have"):
-        PretrainedClassifier(str(sentiment_checkpoint), {"POSITIVE": "positive"}, ["negative", "positive"])
+        PretrainedClassifier.from_checkpoint(str(sentiment_checkpoint), {"POSITIVE": "positive"}, ["negative", "positive"])
     with pytest.raises(ValueError, match="share none"):
-        PretrainedClassifier(str(sentiment_checkpoint), {}, ["negative", "positive"])
+        PretrainedClassifier.from_checkpoint(str(sentiment_checkpoint), {}, ["negative", "positive"])
 
 
 # --- the GPU benchmark script ----------------------------------------------------------------------------------

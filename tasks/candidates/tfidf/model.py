@@ -1,61 +1,34 @@
-"""TF-IDF baseline that scales: hashed word and character n-grams, a linear SVM trained by
-SGD (optionally averaged) on streamed chunks, temperature-scaled probabilities, saved as safetensors + JSON.
-
-Memory is bounded in the number of rows: features are hashed (no vocabulary to hold), the rows
-are vectorised once, chunk by chunk, into a scratch directory, and every candidate of the search
-(regularisation x label-weight power) learns from the same vectorised chunks in the same passes
-(`partial_fit`), so the search costs one vectorisation. On the demo tweets this scored test
-macro-F1 0.751 against 0.744 for the former vocabulary TfidfVectorizer + LinearSVC on the same
-frozen split, and trained in about half the time.
-
-Features (as the former TfidfVectorizer pair did): word 1-2-grams (accents stripped) and
-char_wb 2-5-grams, both lowercased, sublinear tf (1 + log count), idf learned on the training
-rows with columns seen in fewer than ``min_df`` rows zeroed, each block L2-normalised. Character
-n-grams are hashed per distinct word and cached (the same hashes as scikit-learn's
-HashingVectorizer): tweets repeat their words, and generating and hashing n-gram strings
-dominated scoring time.
-
-Probabilities are a softmax of the decision scores with one temperature fitted on the
-validation rows (temperature scaling, Guo et al. 2017): it keeps the argmax, so balanced class
-weights still count.
-"""
+"""The TF-IDF classifier as scoring sees it: hashed word and char_wb n-gram features with a learned
+idf, linear scores, temperature-scaled softmax; saved as safetensors + JSON. Training is in ``training.py``."""
 
 from __future__ import annotations
 
-import itertools
 import json
-import logging
-import multiprocessing
-import os
-import tempfile
-import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from scipy import sparse
 from sklearn.feature_extraction import FeatureHasher
 from sklearn.feature_extraction.text import HashingVectorizer
-from sklearn.linear_model import SGDClassifier
 from sklearn.preprocessing import normalize
 
-from tasks.metrics import macro_f1_of_labels
-
-if TYPE_CHECKING:
-    from tasks.candidates.tfidf import TfidfConfig
-
-log = logging.getLogger(__name__)
-
 WEIGHTS_FILE = "model.safetensors"
+
+
 META_FILE = "textclf.json"
+
+
 FORMAT = "hashed-tfidf-sgd-v1"
+
+
 # Artifacts of the former vocabulary TF-IDF + LinearSVC (skops) still load, for champions
 # registered before it was replaced; only these types may be in such a file.
 LEGACY_MODEL_FILE = "model.skops"
+
+
 LEGACY_TRUSTED_TYPES = {
     "sklearn.pipeline.Pipeline",
     "sklearn.pipeline.FeatureUnion",
@@ -67,6 +40,8 @@ LEGACY_TRUSTED_TYPES = {
     "numpy.float64",
     "numpy.int64",
 }
+
+
 _WORD_CACHE_LIMIT = 1_000_000  # distinct words whose hashed n-grams are kept
 
 
@@ -180,15 +155,6 @@ class HashedTfidf:
                 "word_features_log2": self.word_features_log2, "char_features_log2": self.char_features_log2}
 
 
-@dataclass
-class TfidfTrainResult:
-    params: dict
-    val_macro_f1: float
-    train_seconds: float
-    candidates_tried: int
-    train_rows: int
-
-
 class TfidfClassifier:
     kind = "tfidf"
 
@@ -279,133 +245,6 @@ class LegacyTfidfClassifier:
         return cls(pipeline, meta["labels"], meta["temperature"])
 
 
-def _count_chunk(job: tuple[dict[str, Any], list[str], np.ndarray, str]) -> tuple[np.ndarray, np.ndarray]:
-    """Vectorise one chunk of rows to ``path``-word/char.npz; return its document frequencies."""
-    params, texts, rows, path = job
-    features = _process_features.get(json.dumps(params, sort_keys=True))
-    if features is None:  # one per process, so its word cache lasts across chunks
-        features = _process_features[json.dumps(params, sort_keys=True)] = HashedTfidf(
-            tuple(params["word_ngram_range"]), tuple(params["char_ngram_range"]),
-            params["word_features_log2"], params["char_features_log2"])
-    word, char = features.counts(texts)
-    sparse.save_npz(f"{path}-word.npz", word, compressed=False)
-    sparse.save_npz(f"{path}-char.npz", char, compressed=False)
-    np.save(f"{path}-rows.npy", rows)
-    return (np.bincount(word.indices, minlength=word.shape[1]),
-            np.bincount(char.indices, minlength=char.shape[1]))
-
-
-_process_features: dict[str, HashedTfidf] = {}
-
-
-def _map_in_processes(function, jobs: list) -> list:
-    """``map`` over forked worker processes (n-gram extraction holds the GIL), one per core;
-    in order, in this process when forking is not possible (e.g. inside a daemonic process)."""
-    workers = min(len(jobs), os.cpu_count() or 1)
-    if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
-        try:
-            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-                return list(pool.map(function, jobs))
-        except (AssertionError, OSError, BrokenProcessPool) as exc:
-            log.warning("vectorising in one process (no worker processes: %s)", exc)
-    return [function(job) for job in jobs]
-
-
-def _class_weights(train_labels: Sequence[str], classes: list[str], mode: str | None) -> dict[str, float]:
-    counts = {label: 0 for label in classes}
-    for label in train_labels:
-        counts[label] += 1
-    n, k = len(train_labels), sum(1 for c in counts.values() if c)
-    if mode != "balanced":
-        return dict.fromkeys(classes, 1.0)
-    return {label: (n / (k * count) if count else 1.0) for label, count in counts.items()}
-
-
-def train_tfidf(
-    train_texts: Sequence[str],
-    train_labels: Sequence[str],
-    val_texts: Sequence[str],
-    val_labels: Sequence[str],
-    labels: Sequence[str],
-    cfg: TfidfConfig,
-    train_weights: Sequence[float] | None = None,
-) -> tuple[TfidfClassifier, TfidfTrainResult]:
-    """Vectorise the training rows once (chunk by chunk, to a scratch directory), then train every
-    candidate of the grid (alpha x weight power, at most ``cfg.max_candidates`` in grid order) by
-    averaged SGD on the same chunks for ``cfg.epochs`` passes; keep the best by validation macro-F1
-    over the whole label set, and fit its softmax temperature on the validation rows."""
-    started = time.perf_counter()
-    labels = list(labels)
-    y = np.asarray(list(train_labels), dtype=object)
-    n = len(y)
-    if n == 0:
-        raise ValueError("no training rows")
-    weights = np.ones(n) if train_weights is None else np.asarray(train_weights, dtype=float)
-    powers = cfg.weight_powers if np.ptp(weights) > 0 else (0.0,)
-    grid = list(itertools.product(cfg.alphas, powers))[: cfg.max_candidates]
-    features = HashedTfidf(cfg.word_ngram_range, cfg.char_ngram_range, cfg.word_features_log2,
-                           cfg.char_features_log2)
-    rng = np.random.default_rng(cfg.seed)
-    order = rng.permutation(n)  # chunks of shuffled rows: SGD must not see one label at a time
-    texts = list(train_texts)
-    classes = np.asarray(labels, dtype=object)
-    class_weight = _class_weights(list(train_labels), labels, cfg.class_weight)
-    models = [
-        SGDClassifier(loss="hinge", alpha=alpha, average=cfg.average, class_weight=class_weight,
-                      random_state=cfg.seed)
-        for alpha, _ in grid
-    ]
-    with tempfile.TemporaryDirectory(prefix="textclf-tfidf-") as scratch:
-        jobs = [(features.params(), [texts[i] for i in order[start : start + cfg.chunk_rows]],
-                 order[start : start + cfg.chunk_rows], str(Path(scratch) / f"chunk-{number}"))
-                for number, start in enumerate(range(0, n, cfg.chunk_rows))]
-        chunks = [Path(job[3]) for job in jobs]
-        df_word = np.zeros(2**cfg.word_features_log2, dtype=np.int64)
-        df_char = np.zeros(2**cfg.char_features_log2, dtype=np.int64)
-        for word_df, char_df in _map_in_processes(_count_chunk, jobs):
-            df_word += word_df
-            df_char += char_df
-        features.fit_idf(df_word, df_char, n, cfg.min_df)
-
-        def learn(model: SGDClassifier, power: float, x: sparse.csr_matrix, rows: np.ndarray) -> None:
-            model.partial_fit(x, y[rows], classes=classes,
-                              sample_weight=None if power == 0 else weights[rows] ** power)
-
-        # scikit-learn's SGD inner loop releases the GIL: candidates learn in parallel threads.
-        with ThreadPoolExecutor(max_workers=max(1, min(len(models), os.cpu_count() or 1))) as pool:
-            for epoch in range(cfg.epochs):
-                for chunk in rng.permutation(len(chunks)):
-                    path = chunks[chunk]
-                    if epoch == 0:  # weight once (idf needs every row's counts), keep the result
-                        x = features.weight(sparse.load_npz(f"{path}-word.npz"),
-                                            sparse.load_npz(f"{path}-char.npz"))
-                        sparse.save_npz(f"{path}-x.npz", x, compressed=False)
-                    else:
-                        x = sparse.load_npz(f"{path}-x.npz")
-                    rows = np.load(f"{path}-rows.npy")
-                    list(pool.map(lambda task: learn(task[0], task[1][1], x, rows),  # noqa: B023
-                                  zip(models, grid, strict=True)))
-    x_val = features.transform(list(val_texts))
-    scores = [macro_f1_of_labels(list(val_labels), list(m.predict(x_val)), labels) for m in models]
-    best = int(np.argmax(scores))
-    model = models[best]
-    alpha, power = grid[best]
-    decision = model.decision_function(x_val)
-    temperature = fit_temperature(decision, model.classes_, list(val_labels))
-    classifier = TfidfClassifier(features, model.coef_, model.intercept_, [str(c) for c in model.classes_],
-                                 labels, temperature)
-    result = TfidfTrainResult(
-        params={"alpha": alpha, "weight_power": power, "class_weight": cfg.class_weight,
-                "epochs": cfg.epochs, "min_df": cfg.min_df, "temperature": temperature,
-                **features.params(), "candidate_scores": [round(s, 6) for s in scores]},
-        val_macro_f1=float(scores[best]),
-        train_seconds=time.perf_counter() - started,
-        candidates_tried=len(grid),
-        train_rows=n,
-    )
-    return classifier, result
-
-
 def softmax_scores(scores: np.ndarray, temperature: float) -> np.ndarray:
     if scores.ndim == 1:  # binary linear models return one column: the positive class's margin
         scores = np.column_stack([-scores, scores])
@@ -413,19 +252,3 @@ def softmax_scores(scores: np.ndarray, temperature: float) -> np.ndarray:
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
-
-
-def fit_temperature(scores: np.ndarray, classes: np.ndarray, true_labels: Sequence[str]) -> float:
-    """The softmax temperature with the lowest validation log loss (grid search, 1-D)."""
-    index = {label: i for i, label in enumerate(classes)}
-    known = [(row, index[y]) for row, y in enumerate(true_labels) if y in index]
-    if not known:
-        return 1.0
-    rows, cols = map(np.array, zip(*known, strict=True))
-    best_t, best_loss = 1.0, np.inf
-    for t in np.geomspace(0.02, 5.0, 60):
-        p = softmax_scores(scores[rows], t)[np.arange(len(rows)), cols]
-        loss = -np.log(np.clip(p, 1e-12, 1)).mean()
-        if loss < best_loss:
-            best_t, best_loss = float(t), loss
-    return best_t

@@ -1,13 +1,11 @@
-"""Candidate kind ``bert``: fine-tune a BERT-style encoder (``tasks.train_bert``) on the GPU
-queue; on a machine without CUDA the same code runs on the CPU."""
+"""Settings of the ``bert`` kind: the ``[bert]`` table of textclf.toml, each field with help text
+(as in transformers' run_classification.py)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from datetime import timedelta
-from pathlib import Path
+from dataclasses import dataclass, field
 
-from tasks.candidates.base import CandidateConfig, CandidateKind, TextClassifier, TrainedModel, TrainingJob
+from tasks.candidates.base import CandidateConfig
 
 SCHEDULES = ("linear", "inverse_sqrt")
 POOLINGS = ("auto", "cls", "mean")
@@ -109,42 +107,3 @@ class BertConfig(CandidateConfig):
             raise ValueError(f"head_fraction must be in [0, 1], got {self.head_fraction}")
         if self.save_steps % self.eval_steps != 0:
             raise ValueError("save_steps must be a multiple of eval_steps (the best checkpoint is picked on save)")
-
-
-def train(job: TrainingJob, config: BertConfig) -> TrainedModel:
-    from tasks.train_bert import fine_tune
-
-    result = fine_tune(
-        job.train["text"].tolist(), job.train["label"].tolist(),
-        job.validation["text"].tolist(), job.validation["label"].tolist(), job.labels, config,
-        output_dir=job.output_dir, checkpoint_dir=job.checkpoint_dir, progress=job.progress,
-    )
-    return TrainedModel(
-        # What really ran: the micro-batch after an out-of-memory retry, the pooling 'auto' chose.
-        params={**asdict(config), "batch_size": result.batch_size,
-                "gradient_accumulation_steps": result.gradient_accumulation_steps,
-                "pooling": result.pooling},
-        metrics={"val_macro_f1": result.best_val_macro_f1, "global_step": result.global_step,
-                 "epochs_run": result.epochs_run, "device": result.device,
-                 "train_seconds": result.train_seconds},
-        peak_memory_bytes=result.peak_memory_bytes,
-    )
-
-
-def load(directory: Path) -> TextClassifier:
-    from tasks.train_bert import BertClassifier
-
-    return BertClassifier.load(directory)
-
-
-KIND = CandidateKind(
-    name="bert",
-    description="Fine-tune BERT; checkpoints under $TEXTCLF_HOME so a retry resumes.",
-    config_class=BertConfig,
-    train=train,
-    load=load,
-    queue="gpu",
-    pool="gpu",
-    needs_gpu=True,
-    execution_timeout=timedelta(hours=6),
-)

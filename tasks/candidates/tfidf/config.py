@@ -1,18 +1,15 @@
-"""Candidate kind ``tfidf``: hashed word and character TF-IDF features, a linear SVM trained by
-SGD on streamed chunks, temperature-scaled probabilities; searched on the validation
-split, saved as safetensors + JSON (see ``tasks.train_tfidf``)."""
+"""Settings of the ``tfidf`` kind: the ``[tfidf]`` table of textclf.toml."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
-from tasks.candidates.base import CandidateConfig, CandidateKind, TextClassifier, TrainedModel, TrainingJob
+from tasks.candidates.base import CandidateConfig
 
 
 @dataclass(frozen=True)
 class TfidfConfig(CandidateConfig):
-    """Features and search of the baseline (tasks.train_tfidf). The search tries the grid
+    """Features and search of the baseline (``training.py``). The search tries the grid
     alphas x weight_powers in a fixed order, at most ``max_candidates`` of them, all on one
     vectorisation, so the chosen model never depends on how busy the machine is."""
 
@@ -47,34 +44,3 @@ class TfidfConfig(CandidateConfig):
                 raise ValueError(f"{name} must be (low, high) with 1 <= low <= high")
         if self.class_weight not in (None, "balanced"):
             raise ValueError(f"class_weight must be 'balanced' or absent, got {self.class_weight!r}")
-
-
-def train(job: TrainingJob, config: TfidfConfig) -> TrainedModel:
-    from tasks.train_tfidf import train_tfidf
-
-    model, result = train_tfidf(
-        job.train["text"].tolist(), job.train["label"].tolist(),
-        job.validation["text"].tolist(), job.validation["label"].tolist(), job.labels, config,
-        train_weights=job.train["weight"].fillna(1.0).tolist(),
-    )
-    model.save(job.output_dir)
-    return TrainedModel(
-        params={**result.params, "search": asdict(config), "candidates_tried": result.candidates_tried},
-        metrics={"val_macro_f1": result.val_macro_f1},
-        peak_memory_bytes=None,
-    )
-
-
-def load(directory: Path) -> TextClassifier:
-    from tasks.train_tfidf import TfidfClassifier
-
-    return TfidfClassifier.load(directory)
-
-
-KIND = CandidateKind(
-    name="tfidf",
-    description="TF-IDF + linear SVM baseline, tuned on the validation split.",
-    config_class=TfidfConfig,
-    train=train,
-    load=load,
-)

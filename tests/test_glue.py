@@ -1,0 +1,152 @@
+"""Pipeline and registry glue without a database: the cursor is a MagicMock (as the Postgres
+provider's own hook tests fake theirs), so each test shows which statements a step sends, in
+which order, on which cursor. The same functions run against the real server in
+test_registry.py, test_decisions.py and test_dag.py."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from unittest import mock
+
+import pandas as pd
+import pytest
+
+from tasks import registry
+from tasks.pipeline import RunOptions, night_verdict, resolve_label_set
+from tasks.validate import QuarantinedRow, ValidationOutcome, quarantine_entries
+
+END = datetime(2026, 11, 20, 2, tzinfo=UTC)
+
+
+def fake_cursor(*fetched, columns=()):
+    """A cursor whose fetchone() answers ``fetched`` in turn; ``description`` names ``columns``."""
+    cur = mock.MagicMock(name="cursor")
+    cur.fetchone.side_effect = list(fetched)
+    cur.description = [SimpleNamespace(name=c) for c in columns]
+    return cur
+
+
+def statements(cur) -> list[str]:
+    return [" ".join(call.args[0].split()) for call in cur.execute.call_args_list]
+
+
+# --- the label set -------------------------------------------------------------------------
+
+
+def test_configured_labels_never_touch_the_database(offline_settings):
+    cur = fake_cursor()
+    settings = replace(offline_settings, labels=("b", "a"))
+    assert resolve_label_set(settings, cur, ["x", "y"], "run-1") == ["b", "a"]
+    cur.execute.assert_not_called()
+
+
+def test_a_stored_label_set_wins_over_the_snapshot(offline_settings):
+    cur = fake_cursor((["neg", "pos"],))
+    assert resolve_label_set(offline_settings, cur, ["neg", "pos", "other"], "run-1") == ["neg", "pos"]
+    assert statements(cur) == ["SELECT labels FROM textclf.label_sets ORDER BY id DESC LIMIT 1"]
+
+
+def test_the_first_snapshot_stores_its_labels_only_with_two_or_more(offline_settings):
+    cur = fake_cursor(None)
+    assert resolve_label_set(offline_settings, cur, ["pos", "neg", "pos", None], "run-1") == ["neg", "pos"]
+    insert = cur.execute.call_args_list[-1]
+    assert "INSERT INTO textclf.label_sets" in insert.args[0]
+    assert insert.args[1][0].adapted == ["neg", "pos"] and insert.args[1][1:] == ("first snapshot", "run-1")
+
+    cur = fake_cursor(None)
+    assert resolve_label_set(offline_settings, cur, ["pos", "pos"], "run-2") == ["pos"]
+    assert not any("INSERT" in s for s in statements(cur))  # one label must not decide for good
+
+
+# --- a promotion is one transaction on the caller's cursor -----------------------------------
+
+
+def decide(cur, **overrides):
+    arguments = dict(run_id="run-1", interval_end=END, expected_champion=None, winner=7,
+                     summary="v7 is better", reasons={"rule": "ok"}, actor="schedule")
+    return registry.apply_run_decision(cur, **(arguments | overrides))
+
+
+def test_a_promotion_writes_decision_history_and_event_on_one_cursor_without_committing():
+    cur = fake_cursor(None, None, (41,), None)  # no decision yet, no champion, decision id, nothing closed
+    outcome = decide(cur)
+    assert outcome["decision"] == "promoted" and outcome["id"] == 41 and outcome["champion_after"] == 7
+    sent = statements(cur)
+    assert sent[:2] == ["SELECT set_config('lock_timeout', %s, true)",
+                        "SELECT 1 FROM textclf.champion_lock WHERE id = 1 FOR UPDATE"]
+    order = [s.split(" (")[0] for s in sent if s.startswith(("INSERT", "UPDATE"))]
+    assert order == ["INSERT INTO textclf.promotion_decisions",
+                     "UPDATE textclf.champion_history SET valid_to = clock_timestamp() WHERE valid_to IS NULL RETURNING valid_to",
+                     "INSERT INTO textclf.champion_history",
+                     "INSERT INTO textclf.pipeline_events"]
+    history = cur.execute.call_args_list[-2].args[1]
+    assert history["version"] == 7 and history["effective_from"] == END  # decides from the interval end
+    cur.connection.commit.assert_not_called()  # the caller's transaction commits it, or none of it
+
+
+def test_a_retried_promotion_replays_the_decision_and_writes_nothing():
+    cur = fake_cursor(("run-1", "promoted", None, 7, {"summary": "v7 is better"}),
+                      columns=("run_id", "decision", "champion_before", "champion_after", "reasons"))
+    outcome = decide(cur)
+    assert outcome["replayed"] and outcome["champion_after"] == 7
+    assert not any(s.startswith(("INSERT", "UPDATE")) for s in statements(cur))
+
+
+def test_a_run_older_than_the_champion_is_recorded_as_historical_and_never_applied():
+    columns = ("model_version", "effective_from")
+    cur = fake_cursor(None, (3, END + timedelta(days=5)), (2,), (42,), columns=columns)
+    outcome = decide(cur, expected_champion=2)
+    assert outcome["decision"] == "historical" and outcome["champion_after"] == 2
+    assert "historical run: not applied" in outcome["reasons"]["summary"]
+    assert not any("champion_history" in s and s.startswith(("INSERT", "UPDATE")) for s in statements(cur))
+
+
+def test_a_champion_changed_under_the_run_writes_nothing_and_asks_to_judge_again():
+    cur = fake_cursor(None, (5, END - timedelta(days=1)), columns=("model_version", "effective_from"))
+    assert decide(cur, expected_champion=2) is None
+    assert not any(s.startswith(("INSERT", "UPDATE")) for s in statements(cur))
+
+
+# --- quarantine shaping (validate.py) ---------------------------------------------------------
+
+
+def test_every_version_of_a_quarantined_id_is_recorded_with_its_reason():
+    snapshot = pd.DataFrame({
+        "id": ["a", "a", "b", None], "text": ["x", "x2", "ok", "y"], "label": ["pos"] * 4,
+        "row_hash": ["h1", "h2", "h3", "h4"], "weight": [float("nan")] * 4,
+    })
+    outcome = ValidationOutcome(
+        status="passed", clean=snapshot.iloc[2:3], new_rows=4, snapshot_rows=4,
+        quarantined=[QuarantinedRow("a", "expect_x", "too long", "text", "x"),
+                     QuarantinedRow(None, "expect_not_null", "id is NULL", "id", None)],
+        failures=[], results={},
+    )
+    entries, held = quarantine_entries(snapshot, outcome, "textclf.labelled_texts", "run-1", no_id="<no id>")
+    assert held == 3
+    assert sorted((e["source_row"], e["row_hash"]) for e in entries) == [("<no id>", "h4"), ("a", "h1"), ("a", "h2")]
+    assert all(e["raw"]["weight"] is None for e in entries)  # NaN becomes JSON null
+    assert {e["reason"] for e in entries if e["source_row"] == "a"} == {"too long"}
+
+
+# --- run options and the night's verdict -------------------------------------------------------
+
+
+def test_empty_form_fields_leave_the_configuration_alone(offline_settings):
+    options = RunOptions.from_params({"candidates": None, "bert_epochs": None, "bert_max_length": 64,
+                                      "max_train_rows": 500})
+    assert options.candidates is None and options.overrides == {"bert": {"max_length": 64}}
+    assert options.config(offline_settings, "bert").max_length == 64
+    assert options.config(offline_settings, "tfidf").max_train_rows == 500
+    assert options.config(offline_settings, "bert").epochs == offline_settings.candidate_config("bert").epochs
+
+
+@pytest.mark.parametrize(("states", "expected"), [
+    ({"train_tfidf": "success", "promote": "skipped"}, None),
+    ({"train_bert": "failed", "predict": "success"}, "candidate task(s) failed: train_bert"),
+    ({"train_bert": "failed", "promote": "failed"}, "task(s) failed: promote"),
+])
+def test_the_night_verdict_names_what_failed(states, expected):
+    verdict = night_verdict(states, {"train_tfidf", "train_bert"})
+    assert verdict == expected if expected is None else expected in verdict
