@@ -31,7 +31,7 @@ the promotion margin, or to evaluate without promoting.
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from airflow.sdk import (
     Asset,
@@ -49,7 +49,7 @@ from airflow.sdk.configuration import conf
 from textclf_airflow import night_deadline_missed
 
 from tasks.airflow_client import CHAMPION_ASSET, CHAMPION_ASSET_URI
-from tasks.airflow_env import IN_PROCESS_RUN
+from tasks.airflow_env import IN_PROCESS_RUN, START_DATE
 from tasks.candidates import KINDS
 from tasks.k8s import executor_config
 
@@ -79,9 +79,12 @@ PARAMS = {
     "bert_checkpoint": Param(
         None,
         type=["null", "string"],
+        # A hub id ("name" or "org/name"); local directories are set in textclf.toml ([bert]
+        # checkpoint), not by whoever may trigger a run.
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$",
         title="BERT checkpoint",
-        description="Local directory or hub id to fine-tune; empty = the configured one "
-        "(default: the packaged MiniLM).",
+        description="A hub id to fine-tune (where the hub is reachable); empty = the configured "
+        "one (default: the packaged MiniLM). Local directories are set in textclf.toml.",
         section="Training",
     ),
     "bert_epochs": Param(
@@ -97,6 +100,7 @@ PARAMS = {
         None,
         type=["null", "integer"],
         minimum=10,
+        maximum=100_000_000,
         title="BERT max training rows",
         description="Fine-tune BERT on the newest this many training rows: the CPU budget "
         "knob. Empty = the configured default.",
@@ -125,6 +129,7 @@ PARAMS = {
         None,
         type=["null", "integer"],
         minimum=10,
+        maximum=100_000_000,
         title="Max training rows",
         description="Train every candidate on the newest this many training rows (by "
         "labelled_at); empty = as configured.",
@@ -230,7 +235,7 @@ def _failure_callbacks() -> list:
 @dag(
     dag_id="textclf_retrain",
     schedule=CronDataIntervalTimetable("0 2 * * *", timezone="UTC"),
-    start_date=datetime(2026, 1, 1, tzinfo=UTC),
+    start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
     # A night that has not ended after 12 hours is failed (a hung fine-tune would otherwise hold
@@ -253,8 +258,10 @@ def _failure_callbacks() -> list:
 )
 def textclf_retrain():
     @task(doc_md="Stream the interval's training snapshot from PostgreSQL into Parquet.")
-    def extract(*, run_id=None, data_interval_start=None, data_interval_end=None, dag_run=None):
-        from tasks.pipeline import extract_step
+    def extract(*, run_id=None, data_interval_start=None, data_interval_end=None, dag_run=None, params=None):
+        from tasks.pipeline import check_run_conf, extract_step
+
+        _run(check_run_conf, dag_run.conf or {}, PARAMS)
 
         return _run(extract_step, _settings(), run_id, data_interval_start, data_interval_end,
                     run_after=dag_run.run_after)

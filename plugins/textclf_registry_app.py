@@ -127,14 +127,23 @@ def chart_json() -> dict[str, Any]:
 def report_file(run_id: str, path: str = "index.html") -> Response:
     from textclf_airflow import textclf_settings
 
+    from tasks.dashboard import run_was_evaluated
+
     relative = PurePosixPath(path or "index.html")
     if relative.is_absolute() or ".." in relative.parts:
         raise HTTPException(status_code=400, detail="invalid report path")
-    target = textclf_settings().run_dir(run_id) / "report" / str(relative)
+    settings = textclf_settings()
+    # Only runs the registry knows: a run id is never a path of its own (%2e%2e, slashes...).
+    if not run_was_evaluated(settings, run_id):
+        raise HTTPException(status_code=404, detail=f"no evaluated run {run_id!r}")
+    target = settings.run_dir(run_id) / "report" / str(relative)
     if not target.is_file():
         raise HTTPException(status_code=404, detail=f"no report file {path!r} for run {run_id!r}")
     media_type = mimetypes.guess_type(relative.name)[0] or "application/octet-stream"
-    return Response(content=target.read_bytes(), media_type=media_type)
+    # Reports hold text from the data (labels, snippets): served sandboxed, they run no script
+    # and reach no cookie of the Airflow UI whatever a label contains.
+    return Response(content=target.read_bytes(), media_type=media_type,
+                    headers={"Content-Security-Policy": "sandbox", "X-Content-Type-Options": "nosniff"})
 
 
 @app.get("/", response_class=HTMLResponse, summary="The registry page")

@@ -20,6 +20,7 @@ from typing import Any
 
 from tasks import db
 from tasks.config import REPO_ROOT, Settings
+from tasks.errors import InputError
 from tasks.process_guard import run_guarded
 
 AIRFLOW_DATABASE = "textclf_airflow"
@@ -31,6 +32,7 @@ SIMPLE_AUTH_MANAGER = (
     "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 )
 SCHEDULE_HOUR = 2  # keep in step with the DAG's CronDataIntervalTimetable("0 2 * * *")
+START_DATE = datetime(2026, 1, 1, tzinfo=UTC)  # the DAG's start_date: no run is older
 
 
 def airflow_home(settings: Settings) -> Path:
@@ -187,6 +189,19 @@ def manual_run_interval(day: date) -> tuple[datetime, datetime]:
     complete [02:00, 02:00) interval that ends before it."""
     end = datetime.combine(day, time(SCHEDULE_HOUR), tzinfo=UTC) - timedelta(days=1)
     return end - timedelta(days=1), end
+
+
+def check_interval(start: datetime, end: datetime, now: datetime | None = None) -> None:
+    """A run's data interval must have ended (rows labelled in the future are not data yet, and
+    a champion promoted from a future date would decide every real night before it) and must
+    not begin before the DAG's start_date (Airflow would run nothing)."""
+    now = now or datetime.now(UTC)
+    if end > now:
+        raise InputError(f"the data interval [{start:%Y-%m-%d %H:%M}, {end:%Y-%m-%d %H:%M}) UTC has not ended "
+                         f"yet (now {now:%Y-%m-%d %H:%M} UTC): a date can be run once its interval is over")
+    if start < START_DATE:
+        raise InputError(f"the data interval starting {start:%Y-%m-%d %H:%M} UTC is before the DAG's "
+                         f"start_date {START_DATE:%Y-%m-%d}: Airflow runs nothing for it")
 
 
 def run_dag_for_date(

@@ -10,6 +10,7 @@ import os
 import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -93,9 +94,10 @@ def cmd_demo_data(args) -> int:
 
 def cmd_run(args) -> int:
     from tasks import db
-    from tasks.airflow_env import run_dag_for_date
+    from tasks.airflow_env import check_interval, manual_run_interval, run_dag_for_date
 
     settings = _settings(args)
+    check_interval(*manual_run_interval(args.date))  # before Airflow starts, in one line
     db.upgrade(db.database_url(settings))  # like `textclf airflow`: this command sets things up
     log_path = settings.home / "logs" / f"run-{args.date}.log" if args.quiet else None
     code = run_dag_for_date(settings, args.date, conf=args.conf, log_path=log_path)
@@ -268,7 +270,18 @@ def cmd_rollback(args) -> int:
 
 def cmd_champion(args) -> int:
     from tasks import db, registry
+    from tasks.airflow_env import manual_run_interval
 
+    if args.for_date is not None:
+        start, end = manual_run_interval(args.for_date)
+        with db.transaction(_settings(args)) as cur:
+            version = registry.champion_of(cur, end)
+        interval = f"the data interval [{start:%Y-%m-%d %H:%M}, {end:%Y-%m-%d %H:%M}) UTC of {args.for_date}"
+        if version is None:
+            print(f"no champion decided {interval}")
+            return 1
+        print(f"model version {version} decided {interval} (what a run or backfill of that date predicts with)")
+        return 0
     with db.transaction(_settings(args)) as cur:
         version = registry.current_champion(cur, args.at)
     when = args.at.isoformat() if args.at else "now"
@@ -276,6 +289,35 @@ def cmd_champion(args) -> int:
         print(f"no champion at {when}")
         return 1
     print(f"champion at {when}: model version {version}")
+    return 0
+
+
+def cmd_labels(args) -> int:
+    from tasks import db
+
+    settings = _settings(args)
+    history: list[dict[str, Any]]
+    if settings.labels:
+        history = [{"labels": list(settings.labels), "origin": "configured (labels in textclf.toml or TEXTCLF_LABELS)",
+                    "run_id": None, "created_at": None}]
+    else:
+        with db.transaction(settings) as cur:
+            history = db.label_set_history(cur)
+    if args.json:
+        _print_json(history)
+        return 0
+    if not history:
+        print("no label set yet: the first snapshot with two or more labels of at least min_label_rows "
+              f"rows each ({settings.min_label_rows}) decides it")
+        return 1
+    current = history[-1]
+    print(f"labels ({len(current['labels'])}): {', '.join(current['labels'])}")
+    when = f" on {current['created_at']:%Y-%m-%d %H:%M %Z}" if current["created_at"] else ""
+    print(f"from: {current['origin']}" + (f", run {current['run_id']}" if current["run_id"] else "") + when)
+    print(f"compared after NFKC and trimming{', case folded' if settings.label_case_fold else ''} "
+          "(label_case_fold)")
+    for earlier in history[:-1]:
+        print(f"  earlier: {', '.join(earlier['labels'])} ({earlier['origin']}, {earlier['created_at']:%Y-%m-%d})")
     return 0
 
 
@@ -399,8 +441,15 @@ def build_parser() -> argparse.ArgumentParser:
     gc.set_defaults(func=cmd_gc)
 
     champion = sub.add_parser("champion", help="which model version was champion at a time")
-    champion.add_argument("--at", type=_parse_timestamp, help="ISO timestamp (default now)")
+    when = champion.add_mutually_exclusive_group()
+    when.add_argument("--at", type=_parse_timestamp, help="champion at this moment (ISO timestamp, default now)")
+    when.add_argument("--for-date", type=_parse_date,
+                      help="the model that decided logical date D's data interval (the one its runs and backfills use)")
     champion.set_defaults(func=cmd_champion)
+
+    labels = sub.add_parser("labels", help="the label set and where it came from")
+    labels.add_argument("--json", action="store_true")
+    labels.set_defaults(func=cmd_labels)
 
     predict = sub.add_parser("predict", help="label texts with the champion")
     predict.add_argument("--text", action="append", help="a text (repeatable; default stdin)")

@@ -15,10 +15,12 @@ import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from tasks.candidates import KINDS, default_candidates
 from tasks.candidates.base import CandidateConfig
 from tasks.errors import ConfigError
+from tasks.normalize import normalize_label
 from tasks.typed import coerce, from_mapping
 
 if TYPE_CHECKING:
@@ -138,6 +140,13 @@ class Settings:
     documents_source: SourceTable = DEFAULT_DOCUMENTS_SOURCE
     labels: tuple[str, ...] | None = None
     allow_new_labels: bool = False
+    # Labels are compared after NFKC, trimming and (unless this is off) case folding.
+    label_case_fold: bool = True
+    # While the label set is learned from the first snapshot, a label on fewer rows is not
+    # admitted (its rows are quarantined, naming the label): one stray row must not make a class.
+    min_label_rows: int = 30
+    # The zone of naive `timestamp without time zone` source columns (an IANA name).
+    source_timezone: str = "UTC"
     snapshot_window_days: int | None = None
     validation: ValidationThresholds = field(default_factory=ValidationThresholds)
     promotion: PromotionPolicy = field(default_factory=PromotionPolicy)
@@ -164,6 +173,17 @@ class Settings:
             )
         if not self.candidates:
             raise ConfigError("candidates: name at least one candidate kind")
+        if self.min_label_rows < 1:
+            raise ConfigError(f"min_label_rows must be at least 1, got {self.min_label_rows}")
+        try:
+            ZoneInfo(self.source_timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(f"source_timezone: {self.source_timezone!r} is not a time zone name "
+                              "(e.g. 'UTC', 'Europe/Paris')") from None
+        if self.labels is not None:
+            normalised = tuple(dict.fromkeys(
+                label for label in (normalize_label(raw, self.label_case_fold) for raw in self.labels) if label))
+            object.__setattr__(self, "labels", normalised)
 
     def candidate_config(self, kind: str) -> CandidateConfig:
         config = self.candidate_configs.get(kind)
@@ -190,7 +210,8 @@ class Settings:
 
 # Top-level keys of textclf.toml that are plain values (tables are handled one by one below).
 _PLAIN_KEYS = (
-    "labels", "allow_new_labels", "snapshot_window_days", "candidates", "prediction_chunk_rows",
+    "labels", "allow_new_labels", "label_case_fold", "min_label_rows", "source_timezone",
+    "snapshot_window_days", "candidates", "prediction_chunk_rows",
     "prediction_partition_rows", "max_prediction_partitions",
     "rescore_on_champion_change", "artifact_root", "run_root",
 )
@@ -222,7 +243,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
 def settings_from_mapping(raw: dict[str, Any], home: Path, origin: str = "textclf.toml") -> Settings:
     """Settings from a parsed textclf.toml; every key and type is checked."""
     raw = dict(raw)
-    hints = {"labels": tuple[str, ...] | None, "allow_new_labels": bool,
+    hints = {"labels": tuple[str, ...] | None, "allow_new_labels": bool, "label_case_fold": bool,
+             "min_label_rows": int, "source_timezone": str,
              "snapshot_window_days": int | None, "candidates": tuple[str, ...],
              "prediction_chunk_rows": int, "rescore_on_champion_change": bool,
              "prediction_partition_rows": int, "max_prediction_partitions": int,

@@ -93,3 +93,9 @@ def chart(scores: list[dict[str, Any]]) -> dict[str, Any]:
                     for v in [low + (high - low) * k / 4 for k in range(5)]],
         "plot": {"left": MARGIN, "top": MARGIN, "right": CHART_WIDTH - MARGIN, "bottom": CHART_HEIGHT - MARGIN},
     }
+
+
+def run_was_evaluated(settings: Settings, run_id: str) -> bool:
+    """Whether ``run_id`` is a run with evaluations (the only runs that have a report)."""
+    with db.connect(settings) as conn, conn.cursor() as cur:
+        return db.run_was_evaluated(cur, run_id)

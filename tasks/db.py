@@ -169,8 +169,10 @@ def ensure_database(url: str, database: str) -> None:
             cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
             if cur.fetchone() is None:
                 cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
-    except psycopg2.errors.DuplicateDatabase:
-        pass  # created concurrently by another process
+    except (psycopg2.errors.DuplicateDatabase, psycopg2.errors.UniqueViolation):
+        # Created concurrently by another process: two first runs on one home race between the
+        # check and CREATE DATABASE, and the loser sees either error depending on the moment.
+        pass
     finally:
         conn.close()
 
@@ -237,6 +239,12 @@ def connect(settings: Settings, *, check: bool = True) -> Iterator[psycopg2.exte
     try:
         if check:
             check_schema(conn, url)
+        # Naive `timestamp without time zone` source columns are read in source_timezone: the
+        # session's zone is what PostgreSQL uses to compare and convert them (timestamptz
+        # columns are absolute and unaffected).
+        with conn.cursor() as cur:
+            cur.execute("SELECT set_config('TimeZone', %s, false)", (settings.source_timezone,))
+        conn.commit()
         yield conn
     finally:
         conn.close()
@@ -458,6 +466,26 @@ def merge_staged_rows(cur, target: SourceTable) -> dict[str, int]:
     return {"inserted": inserted, "updated": updated, "unchanged": staged_rows - inserted - updated}
 
 
+TIMESTAMP_TYPES = ("timestamp with time zone", "timestamp without time zone", "date")
+
+
+def check_timestamp_column(cur, source: SourceTable, setting: str) -> str:
+    """The type of the source's timestamp column, which must be a timestamp (with or without
+    time zone: naive ones are read in source_timezone) or a date; anything else is a
+    configuration error naming the column, raised before the night reads a row."""
+    try:
+        column_type = _column_type(cur, source, source.timestamp_column)
+    except ConfigError:
+        raise ConfigError(f"[{setting}] {source.qualified_name}: column {source.timestamp_column!r} does not "
+                          "exist (or the table does not exist): check the source settings in textclf.toml") from None
+    if not column_type.startswith(TIMESTAMP_TYPES):
+        raise ConfigError(
+            f"[{setting}] {source.qualified_name}.{source.timestamp_column} is {column_type}, not a "
+            "timestamp: point timestamp_column at a timestamp, timestamptz or date column (or a view "
+            "that casts it)")
+    return column_type
+
+
 def _column_type(cur, source: SourceTable, column: str) -> str:
     cur.execute(
         """
@@ -503,7 +531,7 @@ def iter_labelled_rows(
     )
     query = sql.SQL(
         """
-        SELECT s.{id}::text, s.{text}, s.{label}::text, s.{ts}, {weight}, {row_hash}
+        SELECT s.{id}::text, s.{text}, s.{label}::text, s.{ts}::timestamptz, {weight}, {row_hash}
         FROM {table} s
         WHERE {where}
           AND NOT EXISTS (
@@ -551,6 +579,11 @@ def stored_label_set(cur) -> list[str] | None:
     cur.execute("SELECT labels FROM textclf.label_sets ORDER BY id DESC LIMIT 1")
     row = cur.fetchone()
     return list(row[0]) if row else None
+
+
+def label_set_history(cur) -> list[dict[str, Any]]:
+    cur.execute("SELECT labels, origin, run_id, created_at FROM textclf.label_sets ORDER BY id")
+    return all_dicts(cur)
 
 
 def store_label_set(cur, labels: Sequence[str], origin: str, run_id: str | None) -> None:
@@ -829,7 +862,10 @@ def switch_champion(
         INSERT INTO textclf.champion_history
             (model_version, valid_from, reason, actor, decision_id, effective_from)
         VALUES (%(version)s, coalesce(%(closed)s, clock_timestamp()), %(reason)s, %(actor)s,
-                %(decision_id)s, coalesce(%(effective_from)s, %(closed)s, clock_timestamp()))
+                %(decision_id)s,
+                -- never later than the promotion itself: a backfill of a future-dated interval
+                -- must not make every real night before it "historical"
+                least(coalesce(%(effective_from)s, %(closed)s, clock_timestamp()), clock_timestamp()))
         """,
         {"version": version, "closed": closed[0] if closed else None, "reason": reason,
          "actor": actor, "decision_id": decision_id, "effective_from": effective_from},
@@ -854,6 +890,11 @@ def upsert_evaluation(cur, record: dict[str, Any]) -> None:
             "comparison": psycopg2.extras.Json(record.get("comparison")),
         },
     )
+
+
+def run_was_evaluated(cur, run_id: str) -> bool:
+    cur.execute("SELECT EXISTS (SELECT 1 FROM textclf.evaluations WHERE run_id = %s)", (run_id,))
+    return bool(cur.fetchone()[0])
 
 
 def evaluations_for_run(cur, run_id: str) -> list[dict[str, Any]]:

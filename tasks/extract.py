@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from tasks import db, storage
 from tasks.config import Settings
+from tasks.normalize import normalize_label
 
 if TYPE_CHECKING:
     from upath import UPath
@@ -113,13 +114,18 @@ def extract_snapshot(
     total = new = 0
     last_id = None
     split_rows = {"train": 0, "validation": 0, "test": 0}
+    with db.connect(settings) as conn, conn.cursor() as cur:
+        db.check_timestamp_column(cur, settings.labelled_source, "labelled_source")
     with (db.connect(settings) as conn, tmp_path.open("wb") as sink,
           pq.ParquetWriter(sink, SNAPSHOT_SCHEMA) as writer,
           db.reading_source(settings.labelled_source, "labelled_source")):
         for rows in db.iter_labelled_rows(
             conn, settings.labelled_source, interval_end, window_start, chunk_rows
         ):
-            ids, texts, labels, stamps, weights, hashes = (list(col) for col in zip(*rows, strict=True))
+            ids, texts, raw_labels, stamps, weights, hashes = (list(col) for col in zip(*rows, strict=True))
+            # Labels are normalised before anything else sees them (`Positive`, `positive ` and
+            # `ｐｏｓｉｔｉｖｅ` are one class); row_hash still identifies the row as stored.
+            labels = [normalize_label(label, settings.label_case_fold) for label in raw_labels]
             splits = [split_of(text, row_id) for text, row_id in zip(texts, ids, strict=True)]
             is_new = [ts is not None and interval_start <= ts < interval_end for ts in stamps]
             for row_id, text, label, weight in zip(ids, texts, labels, weights, strict=True):

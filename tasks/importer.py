@@ -25,6 +25,7 @@ from tqdm import tqdm
 from tasks import db
 from tasks.config import Settings, SourceTable
 from tasks.errors import ImportError_
+from tasks.normalize import is_blank
 
 Kind = Literal["labelled", "documents"]
 COPY_CHUNK_ROWS = 5_000
@@ -238,7 +239,7 @@ class RecordChecker:
                                      f"id {row_id} does not fit the id column ({self.id_bits + 1}-bit integer)")
             row_id = str(number)
         text = values.get(self.options.text_column)
-        if text is None or not text.strip():
+        if text is None or is_blank(text):
             return None, Problem(self.options.text_column, "missing or empty text",
                                  "missing or empty text")
         if len(text) > self.max_text_length:

@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import resource
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -22,7 +24,8 @@ from tasks import db, registry, storage
 from tasks.candidates import KINDS, get_kind
 from tasks.candidates.base import CandidateConfig, TrainingJob
 from tasks.config import Settings, safe_name
-from tasks.errors import Skip
+from tasks.errors import InputError, Skip
+from tasks.normalize import near_duplicate_labels, normalize_label
 from tasks.typed import replace_checked
 
 __all__ = ["RunOptions", "Skip", "evaluate_step", "extract_step", "predict_step", "promote_step",
@@ -51,6 +54,9 @@ def extract_step(
             raise ValueError("a run needs a data interval or a run_after time")
         start, end = manual_run_interval(run_after.date())
         log.info("run without a data interval: using [%s, %s)", start, end)
+    from tasks.airflow_env import check_interval
+
+    check_interval(start, end)
     snapshot = extract_snapshot(settings, start, end, settings.run_dir(run_id) / "snapshot.parquet")
     log.info(
         "snapshot: %d rows (%d new in [%s, %s)), splits %s",
@@ -59,19 +65,59 @@ def extract_step(
     return snapshot.to_dict()
 
 
-def resolve_label_set(settings: Settings, cur, snapshot_labels, run_id: str) -> list[str]:
-    """Configured labels, else the stored set, else (first run) the snapshot's own labels, kept
-    for later runs only when there are at least two: a first snapshot with one label (or none)
-    must not decide the label set for good."""
+@dataclass
+class LabelSet:
+    """The labels a run trains on and where they came from; while the set is being learned,
+    the labels kept out and why."""
+
+    labels: list[str]
+    origin: str  # "configured", "stored" or "first snapshot" (learned now, or not yet)
+    not_admitted: dict[str, int] = field(default_factory=dict)  # label -> rows, below the threshold
+    threshold: int = 0
+    near_duplicates: list[tuple[str, str]] = field(default_factory=list)
+
+    def problems(self) -> list[str]:
+        return [f"labels {a!r} and {b!r} differ by one character: probably one class typed two ways; "
+                "correct the source rows, or list the real labels as `labels` in textclf.toml"
+                for a, b in self.near_duplicates]
+
+    def reason_for(self, label: str) -> str | None:
+        rows = self.not_admitted.get(label)
+        if rows is None:
+            return None
+        return (f"label {label!r} is on {rows} row{'s' if rows != 1 else ''} of the first snapshot, fewer "
+                f"than min_label_rows ({self.threshold}): not admitted to the label set (lower "
+                "min_label_rows, or list the labels as `labels` in textclf.toml)")
+
+
+def admission_threshold(settings: Settings, snapshot_rows: int) -> int:
+    """Rows a label needs to be admitted while the set is learned: min_label_rows, or 0.1% of the
+    snapshot when that is fewer (a small first snapshot still learns), never fewer than 2."""
+    return min(settings.min_label_rows, max(2, math.ceil(0.001 * snapshot_rows)))
+
+
+def resolve_label_set(settings: Settings, cur, snapshot_labels, run_id: str) -> LabelSet:
+    """Configured labels, else the stored set, else (first run) the snapshot's own labels with
+    enough rows each, kept for later runs only when there are at least two and no two of them
+    are one character apart: a first snapshot with one label (or none), a stray row or a typo
+    must not decide the label set for good. Every label is normalised (tasks.normalize)."""
     if settings.labels:
-        return list(settings.labels)
+        return LabelSet(list(settings.labels), "configured")
     stored = db.stored_label_set(cur)
+    if stored:
+        stored = list(dict.fromkeys(
+            n for n in (normalize_label(label, settings.label_case_fold) for label in stored) if n))
     if stored and len(stored) >= 2:
-        return stored
-    labels = sorted({label for label in snapshot_labels if isinstance(label, str) and label.strip()})
-    if len(labels) >= 2:
-        db.store_label_set(cur, labels, "first snapshot", run_id)
-    return labels
+        return LabelSet(stored, "stored")
+    counts = Counter(n for n in (normalize_label(label, settings.label_case_fold) for label in snapshot_labels) if n)
+    threshold = admission_threshold(settings, sum(counts.values()))
+    learned = LabelSet(sorted(label for label, n in counts.items() if n >= threshold), "first snapshot",
+                       not_admitted={label: n for label, n in counts.items() if n < threshold},
+                       threshold=threshold)
+    learned.near_duplicates = near_duplicate_labels(learned.labels)
+    if len(learned.labels) >= 2 and not learned.near_duplicates:
+        db.store_label_set(cur, learned.labels, "first snapshot", run_id)
+    return learned
 
 
 def validate_step(
@@ -84,7 +130,8 @@ def validate_step(
     run_dir = settings.run_dir(run_id)
     scratch = settings.scratch_dir(run_id)
     with db.transaction(settings) as cur:
-        labels = resolve_label_set(settings, cur, frame["label"], run_id)
+        label_set = resolve_label_set(settings, cur, frame["label"], run_id)
+    labels = label_set.labels
     outcome = validate_snapshot(
         frame,
         ValidationParams(label_set=labels, interval_end=snap.interval_end, thresholds=settings.validation,
@@ -100,6 +147,12 @@ def validate_step(
         data_docs = str(run_dir / "data_docs" / outcome.data_docs_path.name)
     if outcome.new_labels:
         labels = sorted(set(labels) | set(outcome.new_labels))
+    for row in outcome.quarantined:
+        if row.column == "label" and (reason := label_set.reason_for(row.value)):
+            row.reason = reason
+    if label_set.problems():
+        outcome.status = "failed"
+        outcome.failures = [*outcome.failures, *label_set.problems()]
     entries, quarantined_rows = quarantine_entries(
         frame, outcome, settings.labelled_source.qualified_name, run_id, no_id=db.NO_ID)
     with db.transaction(settings) as cur:
@@ -142,6 +195,28 @@ def require_trainable(validation: dict) -> None:
 
 
 # --- run options ---------------------------------------------------------------------------
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+MAX_ROWS = 100_000_000
+
+
+def check_run_conf(conf: Mapping[str, Any], known: Iterable[str]) -> None:
+    """A trigger's conf may only set the DAG's Params, within bounds: a misspelt key would be
+    ignored silently, a huge row count or a path in bert_checkpoint must not reach training."""
+    unknown = sorted(set(conf) - set(known))
+    if unknown:
+        raise InputError(f"unknown run conf key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+                         f"known: {', '.join(sorted(known))}")
+    for key in ("max_train_rows", "bert_max_train_rows"):
+        value = conf.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                  or not 10 <= value <= MAX_ROWS):
+            raise InputError(f"run conf {key}: {value!r} is not a whole number of rows in [10, {MAX_ROWS:,}]")
+    checkpoint = conf.get("bert_checkpoint")
+    if checkpoint not in (None, "") and not (isinstance(checkpoint, str) and HUB_ID.match(checkpoint)):
+        raise InputError(f"run conf bert_checkpoint: {checkpoint!r} is not a hub id; local checkpoint "
+                         "directories are set in textclf.toml ([bert] checkpoint)")
+
 
 # DAG Params that set one field of one kind's config ("bert_epochs" -> [bert] epochs).
 KIND_PARAMS: dict[str, tuple[str, str]] = {
@@ -473,6 +548,7 @@ def plan_predictions_step(
         scope_start = None if full else start
         wanted = max(1, settings.max_prediction_partitions)
         with db.reading_source(settings.documents_source, "documents_source"):
+            db.check_timestamp_column(cur, settings.documents_source, "documents_source")
             documents, _ = db.document_id_bounds(cur, settings.documents_source, scope_start, end, 1)
             parts = max(1, min(wanted, math.ceil(documents / max(1, settings.prediction_partition_rows))))
             _, cuts = db.document_id_bounds(cur, settings.documents_source, scope_start, end, parts)

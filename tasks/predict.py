@@ -18,6 +18,7 @@ import numpy as np
 from tasks import db, registry
 from tasks.config import Settings
 from tasks.errors import InputError
+from tasks.normalize import is_blank
 
 
 @dataclass
@@ -56,8 +57,9 @@ def split_scorable(chunk: list[tuple], max_length: int, previous_id: Any = None,
                              length))
         elif doc_id == previous_id:
             rejected.append((doc_id, "id", "duplicate document id: scored once, from its first row", length))
-        elif text is None or not str(text).strip():
-            rejected.append((doc_id, "text", "no text to score (NULL, empty or whitespace)", length))
+        elif is_blank(text):
+            rejected.append((doc_id, "text", "no text to score (NULL, empty, whitespace or invisible "
+                             "characters only)", length))
         elif len(text) > max_length:
             rejected.append((doc_id, "text", f"text of {len(text)} characters is longer than max_text_length "
                              f"{max_length}", length))

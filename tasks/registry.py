@@ -11,6 +11,7 @@ registration; a mismatch refuses to load.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -84,7 +85,14 @@ def register_model(
         "peak_memory_bytes": peak_memory_bytes, "training_key": training_key,
     })
     destination = artifact_root(settings) / str(version)
-    storage.upload_tree(staged_dir, destination)
+    try:
+        storage.upload_tree(staged_dir, destination)
+    except BaseException:
+        # Disk full, storage gone: nothing is registered (the caller's transaction rolls the
+        # version row back), and no half-written folder is left for a retry to trip over.
+        with contextlib.suppress(OSError):
+            storage.remove_tree(destination)
+        raise
     db.set_model_artifact(cur, version, str(destination), sha256, size)
     return version
 

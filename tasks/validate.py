@@ -219,6 +219,7 @@ def validate_snapshot(
             outcome.failures.append(_failure_message(r) + " among the clean training rows of the snapshot")
             outcome.status = "failed"
     if data_docs_dir is not None:
+        escape_data_in_docs(Path(data_docs_dir), snapshot)
         index = Path(data_docs_dir).resolve() / "index.html"
         outcome.data_docs_path = index if index.is_file() else None
     return outcome
@@ -562,3 +563,28 @@ def quarantine_entries(
         for row_hash, raw in versions.get(q.row_id) or [(None, {"id": q.row_id})]
     ]
     return entries, len(held)
+
+
+_MARKUP = ("<", ">")
+
+
+def escape_data_in_docs(docs_dir: Path, snapshot: pd.DataFrame) -> int:
+    """GX 1.x writes unexpected values into Data Docs HTML unescaped, so a label such as
+    ``</script><script>...`` would run in whoever opens the page. Every text or label of the
+    snapshot that holds markup is replaced, where it appears verbatim, by its HTML-escaped form;
+    returns how many replacements were made."""
+    import html
+
+    values = {v for column in ("text", "label") if column in snapshot.columns
+              for v in snapshot[column].dropna().astype(str) if any(m in v for m in _MARKUP)}
+    if not values:
+        return 0
+    replaced = 0
+    for page in Path(docs_dir).rglob("*.html"):
+        content = page.read_text(encoding="utf-8")
+        for value in sorted(values, key=len, reverse=True):  # longest first: no partial overlap
+            if value in content:
+                replaced += content.count(value)
+                content = content.replace(value, html.escape(value))
+        page.write_text(content, encoding="utf-8")
+    return replaced

@@ -203,9 +203,15 @@ def test_candidates_in_textclf_toml_decide_when_the_form_is_left_empty(dagbag, c
 
 @pytest.mark.slow
 def test_a_failed_candidate_fails_the_run_but_the_others_are_judged_and_predictions_written(
-        dagbag, clean_db, pg):
+        dagbag, clean_db, pg, tmp_path, monkeypatch):
     from tasks.airflow_env import manual_run_interval
     from tasks.config import load_settings
+
+    # A checkpoint directory that is not there: a configuration error (the trigger conf may only
+    # name hub ids, see test_run_conf_is_checked_before_anything_runs).
+    config = tmp_path / "textclf.toml"
+    config.write_text('[bert]\ncheckpoint = "/no/such/checkpoint"\n')
+    monkeypatch.setenv("TEXTCLF_CONFIG", str(config))
 
     settings = load_settings(database_url=clean_db)
     dag = dagbag.get_dag("textclf_retrain")
@@ -213,7 +219,7 @@ def test_a_failed_candidate_fails_the_run_but_the_others_are_judged_and_predicti
     day = datetime(2026, 11, 20, tzinfo=UTC)
     seed(settings, days=3, per_day=60, end=manual_run_interval(day.date())[1])
 
-    run = dag.test(logical_date=day, run_conf={**TINY_BERT, "bert_checkpoint": "/no/such/checkpoint"})
+    run = dag.test(logical_date=day, run_conf=TINY_BERT)
     states = ti_states(run)
     assert states["train_bert"] == "failed" and states["train_tfidf"] == "success", states
     [bert] = [ti for ti in run.get_task_instances() if ti.task_id == "train_bert"]

@@ -38,25 +38,27 @@ def statements(cur) -> list[str]:
 def test_configured_labels_never_touch_the_database(offline_settings):
     cur = fake_cursor()
     settings = replace(offline_settings, labels=("b", "a"))
-    assert resolve_label_set(settings, cur, ["x", "y"], "run-1") == ["b", "a"]
+    assert resolve_label_set(settings, cur, ["x", "y"], "run-1").labels == ["b", "a"]
     cur.execute.assert_not_called()
 
 
 def test_a_stored_label_set_wins_over_the_snapshot(offline_settings):
     cur = fake_cursor((["neg", "pos"],))
-    assert resolve_label_set(offline_settings, cur, ["neg", "pos", "other"], "run-1") == ["neg", "pos"]
+    assert resolve_label_set(offline_settings, cur, ["neg", "pos", "other"], "run-1").labels == ["neg", "pos"]
     assert statements(cur) == ["SELECT labels FROM textclf.label_sets ORDER BY id DESC LIMIT 1"]
 
 
 def test_the_first_snapshot_stores_its_labels_only_with_two_or_more(offline_settings):
     cur = fake_cursor(None)
-    assert resolve_label_set(offline_settings, cur, ["pos", "neg", "pos", None], "run-1") == ["neg", "pos"]
+    learned = resolve_label_set(offline_settings, cur, ["pos", "neg", "Neg ", "pos", None, "odd"], "run-1")
+    assert learned.labels == ["neg", "pos"] and learned.not_admitted == {"odd": 1}  # 2 rows needed here
+    assert "'odd' is on 1 row of the first snapshot" in learned.reason_for("odd")
     insert = cur.execute.call_args_list[-1]
     assert "INSERT INTO textclf.label_sets" in insert.args[0]
     assert insert.args[1][0].adapted == ["neg", "pos"] and insert.args[1][1:] == ("first snapshot", "run-1")
 
     cur = fake_cursor(None)
-    assert resolve_label_set(offline_settings, cur, ["pos", "pos"], "run-2") == ["pos"]
+    assert resolve_label_set(offline_settings, cur, ["pos", "pos"], "run-2").labels == ["pos"]
     assert not any("INSERT" in s for s in statements(cur))  # one label must not decide for good
 
 

@@ -137,3 +137,7 @@ def test_study_reports_are_served_from_run_storage_and_paths_cannot_escape(clien
     assert client.get("/runs/night-1/report/confusion_v1_tfidf.png").status_code in (200, 404)
     assert client.get("/runs/night-1/report/..%2F..%2Fclean.parquet").status_code in (400, 404)
     assert client.get("/runs/night-1/report/missing.html").status_code == 404
+    assert response.headers["content-security-policy"] == "sandbox"  # no script runs in a report
+    # A run id is checked against the database, never used as a path of its own.
+    for run_id in ("%2e%2e", "..", "night-1%2F..", "never-ran"):
+        assert client.get(f"/runs/{run_id}/report/index.html").status_code in (400, 404), run_id

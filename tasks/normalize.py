@@ -1,0 +1,61 @@
+"""How text and labels are compared: the one place that says what "blank", "the same label"
+and "nearly the same label" mean. Pure functions, no dependencies."""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Iterable
+
+# Characters that take no room on screen but are not Unicode whitespace, so str.strip() keeps
+# them: zero-width space, non-joiner, joiner, word joiner, the byte-order mark, soft hyphen,
+# and the invisible operators of U+2061..2064.
+INVISIBLE = "\u200b\u200c\u200d\u2060\u2061\u2062\u2063\u2064\ufeff\u00ad"
+_DROP_INVISIBLE = {ord(c): None for c in INVISIBLE}
+# The same set for regular expressions (the GX row suite's blank-text pattern uses it).
+BLANK_PATTERN = "^[\\s" + "".join(f"\\u{ord(c):04x}" for c in INVISIBLE) + "]*$"
+
+
+def is_blank(text: object) -> bool:
+    """None, empty, or only whitespace and invisible characters."""
+    return not isinstance(text, str) or not text.translate(_DROP_INVISIBLE).strip()
+
+
+def normalize_label(label: object, case_fold: bool = True) -> str | None:
+    """A label as textclf stores and compares it: Unicode NFKC, invisible characters removed,
+    whitespace trimmed and collapsed, case folded unless ``case_fold`` is off. A label that is
+    blank afterwards is None (the row is quarantined for a NULL label)."""
+    if label is None or (isinstance(label, float) and label != label):  # None or NaN
+        return None
+    text = " ".join(unicodedata.normalize("NFKC", str(label)).translate(_DROP_INVISIBLE).split())
+    if case_fold:
+        text = text.casefold()
+    return text or None
+
+
+def edit_distance_at_most_one(a: str, b: str) -> bool:
+    """Whether one insertion, deletion or substitution turns ``a`` into ``b``."""
+    if a == b:
+        return True
+    if abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) > len(b):
+        a, b = b, a
+    i = 0
+    while i < len(a) and a[i] == b[i]:
+        i += 1
+    return a[i + 1:] == b[i + 1:] if len(a) == len(b) else a[i:] == b[i + 1:]
+
+
+def _differ_by_one_digit(a: str, b: str) -> bool:
+    diff = [(x, y) for x, y in zip(a, b, strict=False) if x != y]
+    return len(a) == len(b) and len(diff) == 1 and diff[0][0].isdigit() and diff[0][1].isdigit()
+
+
+def near_duplicate_labels(labels: Iterable[str]) -> list[tuple[str, str]]:
+    """Pairs of distinct labels one edit apart ("positive" / "positve"): almost always one class
+    typed two ways, which normalisation cannot merge without guessing. Labels of one or two
+    characters and numbered series ("topic_1" / "topic_2", "4" / "5") are not pairs."""
+    ordered = sorted(set(labels))
+    return [(a, b) for i, a in enumerate(ordered) for b in ordered[i + 1:]
+            if len(a) > 2 and len(b) > 2 and edit_distance_at_most_one(a, b)
+            and not _differ_by_one_digit(a, b)]
