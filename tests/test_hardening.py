@@ -768,7 +768,7 @@ def test_kill_9_of_textclf_run_leaves_no_airflow_process(airflow_ready, clean_db
 
     env = {**os.environ, "TEXTCLF_HOME": str(tmp_path / "home"), "TEXTCLF_DATABASE_URL": clean_db}
     env.pop("TEXTCLF_IN_PROCESS_RUN", None)
-    textclf = subprocess.Popen([sys.executable, "-m", "tasks.cli", "run", "--date", "2031-01-01", "--quiet"],
+    textclf = subprocess.Popen([sys.executable, "-m", "tasks.cli", "run", "--date", "2026-11-20", "--quiet"],
                                cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
     deadline = time.monotonic() + 180
