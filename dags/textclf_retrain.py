@@ -51,6 +51,8 @@ from textclf_airflow import night_deadline_missed
 from tasks.airflow_client import CHAMPION_ASSET, CHAMPION_ASSET_URI
 from tasks.airflow_env import IN_PROCESS_RUN, START_DATE
 from tasks.candidates import KINDS
+from tasks.candidates.base import MAX_TRAIN_ROWS
+from tasks.candidates.bert.config import HUB_ID_PATTERN
 from tasks.k8s import executor_config
 
 # Under the KubernetesExecutor, GPU tasks ask for a GPU pod (tasks/k8s.py); elsewhere nothing.
@@ -79,9 +81,7 @@ PARAMS = {
     "bert_checkpoint": Param(
         None,
         type=["null", "string"],
-        # A hub id ("name" or "org/name"); local directories are set in textclf.toml ([bert]
-        # checkpoint), not by whoever may trigger a run.
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$",
+        pattern=HUB_ID_PATTERN,
         title="BERT checkpoint",
         description="A hub id to fine-tune (where the hub is reachable); empty = the configured "
         "one (default: the packaged MiniLM). Local directories are set in textclf.toml.",
@@ -100,7 +100,7 @@ PARAMS = {
         None,
         type=["null", "integer"],
         minimum=10,
-        maximum=100_000_000,
+        maximum=MAX_TRAIN_ROWS,
         title="BERT max training rows",
         description="Fine-tune BERT on the newest this many training rows: the CPU budget "
         "knob. Empty = the configured default.",
@@ -129,7 +129,7 @@ PARAMS = {
         None,
         type=["null", "integer"],
         minimum=10,
-        maximum=100_000_000,
+        maximum=MAX_TRAIN_ROWS,
         title="Max training rows",
         description="Train every candidate on the newest this many training rows (by "
         "labelled_at); empty = as configured.",
@@ -258,11 +258,10 @@ def _failure_callbacks() -> list:
 )
 def textclf_retrain():
     @task(doc_md="Stream the interval's training snapshot from PostgreSQL into Parquet.")
-    def extract(*, run_id=None, data_interval_start=None, data_interval_end=None, dag_run=None, params=None):
+    def extract(*, run_id=None, data_interval_start=None, data_interval_end=None, dag_run=None):
         from tasks.pipeline import check_run_conf, extract_step
 
         _run(check_run_conf, dag_run.conf or {}, PARAMS)
-
         return _run(extract_step, _settings(), run_id, data_interval_start, data_interval_end,
                     run_after=dag_run.run_after)
 

@@ -22,7 +22,8 @@ from typing import Any
 
 from tasks import db, registry, storage
 from tasks.candidates import KINDS, get_kind
-from tasks.candidates.base import CandidateConfig, TrainingJob
+from tasks.candidates.base import MAX_TRAIN_ROWS, CandidateConfig, TrainingJob
+from tasks.candidates.bert.config import HUB_ID_PATTERN
 from tasks.config import Settings, safe_name
 from tasks.errors import InputError, Skip
 from tasks.normalize import near_duplicate_labels, normalize_label
@@ -109,7 +110,10 @@ def resolve_label_set(settings: Settings, cur, snapshot_labels, run_id: str) -> 
             n for n in (normalize_label(label, settings.label_case_fold) for label in stored) if n))
     if stored and len(stored) >= 2:
         return LabelSet(stored, "stored")
-    counts = Counter(n for n in (normalize_label(label, settings.label_case_fold) for label in snapshot_labels) if n)
+    counts: Counter[str] = Counter()
+    for raw, rows in Counter(snapshot_labels).items():  # normalise each distinct label once
+        if label := normalize_label(raw, settings.label_case_fold):
+            counts[label] += rows
     threshold = admission_threshold(settings, sum(counts.values()))
     learned = LabelSet(sorted(label for label, n in counts.items() if n >= threshold), "first snapshot",
                        not_admitted={label: n for label, n in counts.items() if n < threshold},
@@ -196,10 +200,6 @@ def require_trainable(validation: dict) -> None:
 
 # --- run options ---------------------------------------------------------------------------
 
-HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
-MAX_ROWS = 100_000_000
-
-
 def check_run_conf(conf: Mapping[str, Any], known: Iterable[str]) -> None:
     """A trigger's conf may only set the DAG's Params, within bounds: a misspelt key would be
     ignored silently, a huge row count or a path in bert_checkpoint must not reach training."""
@@ -210,10 +210,10 @@ def check_run_conf(conf: Mapping[str, Any], known: Iterable[str]) -> None:
     for key in ("max_train_rows", "bert_max_train_rows"):
         value = conf.get(key)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool)
-                                  or not 10 <= value <= MAX_ROWS):
-            raise InputError(f"run conf {key}: {value!r} is not a whole number of rows in [10, {MAX_ROWS:,}]")
+                                  or not 10 <= value <= MAX_TRAIN_ROWS):
+            raise InputError(f"run conf {key}: {value!r} is not a whole number of rows in [10, {MAX_TRAIN_ROWS:,}]")
     checkpoint = conf.get("bert_checkpoint")
-    if checkpoint not in (None, "") and not (isinstance(checkpoint, str) and HUB_ID.match(checkpoint)):
+    if checkpoint not in (None, "") and not (isinstance(checkpoint, str) and re.match(HUB_ID_PATTERN, checkpoint)):
         raise InputError(f"run conf bert_checkpoint: {checkpoint!r} is not a hub id; local checkpoint "
                          "directories are set in textclf.toml ([bert] checkpoint)")
 

@@ -43,6 +43,7 @@ def test_kind_tables_become_typed_configs(config_file):
     ('[bert]\nbatch_size = 1.5\n', "[bert] batch_size = 1.5: expected an integer"),
     ('[bert]\nwarmup_ratio = 1.0\n', "[bert]: warmup_ratio must be in [0, 1)"),
     ('[tfidf]\nmax_train_rows = 0\n', "[tfidf]: max_train_rows must be at least 1"),
+    ('[bert]\nmax_train_rows = 100000000000\n', "[bert]: max_train_rows must be at most 100,000,000"),
     ('candidates = "tfidf"\n', "candidates = 'tfidf': expected a list"),
     ('candidates = ["tfidf", "xgboost"]\n', "candidates: unknown kind 'xgboost'; known kinds: tfidf, bert"),
     ('[validation]\nmax_text_length = "lots"\n', "[validation] max_text_length = 'lots': expected an integer"),

@@ -30,6 +30,9 @@ class TextClassifier(Protocol):
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
+MAX_TRAIN_ROWS = 100_000_000  # a bound on every row-count setting: a typo like 1e23 is an error
+
+
 @dataclass(frozen=True)
 class CandidateConfig:
     """Settings every kind has. ``max_train_rows`` keeps the newest rows of the training split
@@ -40,6 +43,8 @@ class CandidateConfig:
     def __post_init__(self) -> None:
         if self.max_train_rows is not None and self.max_train_rows < 1:
             raise ValueError(f"max_train_rows must be at least 1, got {self.max_train_rows}")
+        if self.max_train_rows is not None and self.max_train_rows > MAX_TRAIN_ROWS:
+            raise ValueError(f"max_train_rows must be at most {MAX_TRAIN_ROWS:,}, got {self.max_train_rows}")
 
 
 @dataclass

@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 from tasks.candidates.base import CandidateConfig
 
 SCHEDULES = ("linear", "inverse_sqrt")
+# A hub id, "name" or "org/name": what a run's trigger may name as its checkpoint (local
+# directories are set in textclf.toml, not by whoever may trigger a run).
+HUB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$"
 POOLINGS = ("auto", "cls", "mean")
 
 
