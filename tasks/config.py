@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from tasks.candidates import KINDS, default_candidates
 from tasks.candidates.base import CandidateConfig
 from tasks.errors import ConfigError
-from tasks.normalize import normalize_label
+from tasks.normalize import normalize_labels
 from tasks.typed import coerce, from_mapping
 
 if TYPE_CHECKING:
@@ -181,9 +181,7 @@ class Settings:
             raise ConfigError(f"source_timezone: {self.source_timezone!r} is not a time zone name "
                               "(e.g. 'UTC', 'Europe/Paris')") from None
         if self.labels is not None:
-            normalised = tuple(dict.fromkeys(
-                label for label in (normalize_label(raw, self.label_case_fold) for raw in self.labels) if label))
-            object.__setattr__(self, "labels", normalised)
+            object.__setattr__(self, "labels", tuple(normalize_labels(self.labels, self.label_case_fold)))
 
     def candidate_config(self, kind: str) -> CandidateConfig:
         config = self.candidate_configs.get(kind)

@@ -32,6 +32,12 @@ def normalize_label(label: object, case_fold: bool = True) -> str | None:
     return text or None
 
 
+def normalize_labels(labels: Iterable[object], case_fold: bool = True) -> list[str]:
+    """A list of labels normalised, blanks dropped, duplicates after normalisation merged (first
+    one's place kept)."""
+    return list(dict.fromkeys(n for n in (normalize_label(label, case_fold) for label in labels) if n))
+
+
 def edit_distance_at_most_one(a: str, b: str) -> bool:
     """Whether one insertion, deletion or substitution turns ``a`` into ``b``."""
     if a == b:

@@ -26,7 +26,7 @@ from tasks.candidates.base import MAX_TRAIN_ROWS, CandidateConfig, TrainingJob
 from tasks.candidates.bert.config import HUB_ID_PATTERN
 from tasks.config import Settings, safe_name
 from tasks.errors import InputError, Skip
-from tasks.normalize import near_duplicate_labels, normalize_label
+from tasks.normalize import near_duplicate_labels, normalize_label, normalize_labels
 from tasks.typed import replace_checked
 
 __all__ = ["RunOptions", "Skip", "evaluate_step", "extract_step", "predict_step", "promote_step",
@@ -106,8 +106,7 @@ def resolve_label_set(settings: Settings, cur, snapshot_labels, run_id: str) -> 
         return LabelSet(list(settings.labels), "configured")
     stored = db.stored_label_set(cur)
     if stored:
-        stored = list(dict.fromkeys(
-            n for n in (normalize_label(label, settings.label_case_fold) for label in stored) if n))
+        stored = normalize_labels(stored, settings.label_case_fold)
     if stored and len(stored) >= 2:
         return LabelSet(stored, "stored")
     counts: Counter[str] = Counter()
