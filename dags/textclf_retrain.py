@@ -9,7 +9,8 @@ Every night at 02:00 UTC, for the data interval that just closed:
    expectation that rejected them; batch-level failures skip training with the reason;
 3. **train** one task per candidate kind (`tasks.candidates.KINDS`), in parallel: the TF-IDF
    baseline, **BERT fine-tuning** (queue `gpu`, pool `gpu`), a pre-trained checkpoint;
-4. **evaluate** every candidate and the current champion on the same frozen test rows
+4. **score** every candidate and the current champion on the same frozen test rows, each on
+   its own device (a GPU kind on the `gpu` queue: **score_gpu**), then **evaluate** them
    (paired-bootstrap interval, McNemar), with an HTML study report;
 5. **promote** the winner under the promotion policy (every reason is stored);
 6. **plan_predictions** / **predict** (mapped over id ranges; on the `gpu` queue for a BERT
@@ -46,7 +47,8 @@ from airflow.sdk import (
     task,
 )
 from airflow.sdk.configuration import conf
-from textclf_airflow import night_deadline_missed
+from textclf_airflow import night_deadline_missed, night_failed, notifiers
+from textclf_airflow import run_step as _run
 
 from tasks.airflow_client import CHAMPION_ASSET, CHAMPION_ASSET_URI
 from tasks.airflow_env import IN_PROCESS_RUN, START_DATE
@@ -54,6 +56,14 @@ from tasks.candidates import KINDS
 from tasks.candidates.base import MAX_TRAIN_ROWS
 from tasks.candidates.bert.config import HUB_ID_PATTERN
 from tasks.k8s import executor_config
+
+# A night that has not ended after this long is failed (and alerted by `night_failed`): a hung
+# fine-tune must not hold back the next night for ever. The tasks' own timeouts and retries fit
+# inside it (tests/test_dag.py adds up the longest path).
+NIGHT_TIMEOUT = timedelta(hours=20)
+SHORT_TASK = timedelta(minutes=10)  # bookkeeping tasks: plans, promotion, totals
+TASK_FAILED = "[textclf] {{ ti.dag_id }}.{{ ti.task_id }} failed for {{ run_id }}"
+NIGHT_FAILED = "[textclf] {{ dag_run.dag_id }} run {{ run_id }} failed"
 
 # Under the KubernetesExecutor, GPU tasks ask for a GPU pod (tasks/k8s.py); elsewhere nothing.
 EXECUTOR = conf.get("core", "executor")
@@ -171,27 +181,33 @@ PARAMS = {
 
 
 def _settings():
-    """Project settings with the database of the `textclf_db` Airflow connection."""
+    """Project settings with the database of the `textclf_db` Airflow connection; refused when
+    its roots are worker-local under a distributed executor."""
     from textclf_airflow import textclf_settings
 
-    return _run(textclf_settings)
+    from tasks.topology import check_shared_roots
+
+    settings = _run(textclf_settings)
+    _run(check_shared_roots, settings, EXECUTOR)
+    return settings
 
 
-def _run(step, *args, **kwargs):
-    """Call a tasks.pipeline step. Its Skip becomes a skipped task with the reason logged; an
-    error a retry cannot fix (tasks.errors.is_final) fails the task on this try, in one line."""
-    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+def _check_gpu(task_name: str, settings) -> None:
+    """On the gpu queue: fail at once when this worker has no CUDA (unless allowed)."""
+    import torch
 
-    from tasks.errors import Skip, is_final, one_line
+    from tasks.topology import check_gpu_worker
 
-    try:
-        return step(*args, **kwargs)
-    except Skip as reason:
-        raise AirflowSkipException(str(reason)) from None
-    except Exception as exc:
-        if is_final(exc):
-            raise AirflowFailException(f"{type(exc).__name__}: {one_line(exc)}") from exc
-        raise
+    _run(check_gpu_worker, task_name, EXECUTOR, torch.cuda.is_available(), settings.allow_cpu_fallback)
+
+
+def _report(step: str, result) -> None:
+    """The step's figures as Airflow metrics (tasks/observability.py names them)."""
+    from textclf_airflow import emit_metrics
+
+    from tasks.observability import step_metrics
+
+    emit_metrics(step_metrics(step, result))
 
 
 def _options(params):
@@ -213,23 +229,9 @@ def record_failure(context) -> None:
 
 
 def _failure_callbacks() -> list:
-    """Always record the failure; also e-mail it when TEXTCLF_FAILURE_EMAIL is set (through the
-    `smtp_default` connection) and post it to Slack when TEXTCLF_FAILURE_SLACK_CONN names a
-    Slack incoming-webhook connection."""
-    callbacks = [record_failure]
-    summary = "[textclf] {{ ti.dag_id }}.{{ ti.task_id }} failed for {{ run_id }}"
-    if os.environ.get("TEXTCLF_FAILURE_EMAIL"):
-        from airflow.providers.smtp.notifications.smtp import SmtpNotifier
-
-        callbacks.append(SmtpNotifier(to=os.environ["TEXTCLF_FAILURE_EMAIL"], subject=summary))
-    if os.environ.get("TEXTCLF_FAILURE_SLACK_CONN"):
-        from airflow.providers.slack.notifications.slack_webhook import SlackWebhookNotifier
-
-        callbacks.append(SlackWebhookNotifier(
-            slack_webhook_conn_id=os.environ["TEXTCLF_FAILURE_SLACK_CONN"],
-            text=summary + " (try {{ ti.try_number }}): {{ exception }}",
-        ))
-    return callbacks
+    """Always record the failure; also send it to the configured notifiers (e-mail, Slack:
+    textclf_airflow.notifiers)."""
+    return [record_failure, *notifiers(TASK_FAILED, "try {{ ti.try_number }}: {{ exception }}")]
 
 
 @dag(
@@ -238,9 +240,9 @@ def _failure_callbacks() -> list:
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
-    # A night that has not ended after 12 hours is failed (a hung fine-tune would otherwise hold
-    # back every later night); one still running 8 hours after it was queued is reported first.
-    dagrun_timeout=timedelta(hours=12),
+    # One still running 8 hours after it was queued is reported first.
+    dagrun_timeout=NIGHT_TIMEOUT,
+    on_failure_callback=[night_failed, *notifiers(NIGHT_FAILED, "{{ reason }}")],
     deadline=None if IN_PROCESS else DeadlineAlert(
         reference=DeadlineReference.DAGRUN_QUEUED_AT, interval=timedelta(hours=8),
         callback=SyncCallback(night_deadline_missed)),
@@ -262,34 +264,71 @@ def textclf_retrain():
         from tasks.pipeline import check_run_conf, extract_step
 
         _run(check_run_conf, dag_run.conf or {}, PARAMS)
-        return _run(extract_step, _settings(), run_id, data_interval_start, data_interval_end,
-                    run_after=dag_run.run_after)
+        result = _run(extract_step, _settings(), run_id, data_interval_start, data_interval_end,
+                      run_after=dag_run.run_after)
+        _report("extract", result)
+        return result
 
     @task(doc_md="Great Expectations gate; quarantines bad rows, records the run.")
     def validate(snapshot: dict, *, run_id=None, logical_date=None):
         from tasks.pipeline import validate_step
 
-        return _run(validate_step, _settings(), run_id, logical_date, snapshot)
+        result = _run(validate_step, _settings(), run_id, logical_date, snapshot)
+        _report("validate", result)
+        return result
 
     @task
     def train(validation: dict, kind: str, *, run_id=None, logical_date=None, params=None):
         from tasks.pipeline import train_step
 
-        return _run(train_step, _settings(), kind, run_id, logical_date, validation,
-                    _options(params))
+        settings = _settings()
+        if KINDS[kind].needs_gpu:
+            _check_gpu(f"train_{kind}", settings)
+        result = _run(train_step, settings, kind, run_id, logical_date, validation, _options(params))
+        _report("train", result)
+        return result
 
     @task(
         # Runs once every candidate is done, whatever became of each: one failed candidate (a GPU
         # worker gone, an out-of-memory BERT) must not stop the others from being judged.
-        trigger_rule=TriggerRule.ALL_DONE,
-        doc_md="Candidates that trained and the champion on the same frozen test rows; HTML report.",
+        trigger_rule=TriggerRule.ALL_DONE, execution_timeout=SHORT_TASK,
+        doc_md="Which models (this run's candidates and the champion) score the test rows on this "
+        "device. One planning task per device: the other one's list is empty, so no GPU worker is "
+        "needed when no GPU kind is involved.",
     )
-    def evaluate(validation, trained: list, *, run_id=None, params=None):
+    def plan_scoring(validation, trained: list, device: str):
+        from tasks.pipeline import plan_scoring_step
+
+        return _run(plan_scoring_step, _settings(), validation, trained, device)
+
+    @task(map_index_template="{{ model_label }}",
+          doc_md="One model's probabilities on the frozen test rows, stored for evaluate.")
+    def score(version: int, validation: dict, *, run_id=None, task=None):
+        from airflow.sdk import get_current_context
+
+        from tasks.pipeline import score_test_step
+
+        get_current_context()["model_label"] = f"model version {version}"
+
+        settings = _settings()
+        if task.queue == "gpu":
+            _check_gpu(task.task_id, settings)
+        return _run(score_test_step, settings, run_id, validation, version)
+
+    @task(trigger_rule=TriggerRule.ALL_DONE,
+          doc_md="Candidates and the champion, scored on the same frozen test rows, compared; "
+          "HTML report.")
+    def evaluate(validation, trained: list, on_cpu, on_gpu, *, run_id=None, params=None):
         from tasks.pipeline import evaluate_step
 
-        return _run(evaluate_step, _settings(), run_id, validation, trained, _options(params))
+        scored = [*(on_cpu or []), *(on_gpu or [])]
+        result = _run(evaluate_step, _settings(), run_id, validation, trained, _options(params),
+                      scored=scored)
+        _report("evaluate", result)
+        return result
 
-    @task(outlets=[CHAMPION], doc_md="Promotion policy; skipped when the champion is kept.")
+    @task(outlets=[CHAMPION], execution_timeout=SHORT_TASK,
+          doc_md="Promotion policy; skipped when the champion is kept.")
     def promote(validation: dict, evaluation: dict, *, run_id=None, params=None):
         from airflow.sdk.exceptions import AirflowSkipException
 
@@ -299,6 +338,7 @@ def textclf_retrain():
             promote_step, _settings(), run_id, validation, evaluation,
             min_delta=params.get("min_delta"), dry_run=bool(params.get("dry_run")),
         )
+        _report("promote", result)
         if not result["promoted"]:
             raise AirflowSkipException(result["summary"])
         yield Metadata(CHAMPION, {"version": result["champion"], "previous": result["previous"],
@@ -306,7 +346,7 @@ def textclf_retrain():
         return result
 
     @task(
-        trigger_rule=TriggerRule.ALL_DONE,
+        trigger_rule=TriggerRule.ALL_DONE, execution_timeout=SHORT_TASK,
         doc_md="Which documents the champion of this run (its own decision, else that of its date) "
         "scores: the interval's new ones, all after a promotion; split into id ranges. One planning "
         "task per device: the other one's list is empty, so no GPU worker is needed for a CPU model.",
@@ -320,16 +360,20 @@ def textclf_retrain():
 
     @task(map_index_template="{{ partition_label }}",
           doc_md="Score one id range of documents; a retry rewrites only what is missing.")
-    def predict(partition: dict, *, run_id=None, logical_date=None):
+    def predict(partition: dict, *, run_id=None, logical_date=None, task=None):
         from airflow.sdk import get_current_context
 
         from tasks.pipeline import predict_partition_step
 
         get_current_context()["partition_label"] = (
             f"ids {partition['id_from'] or 'start'} to {partition['id_to'] or 'end'}")
-        return _run(predict_partition_step, _settings(), run_id, logical_date, partition)
+        settings = _settings()
+        if task.queue == "gpu":
+            _check_gpu(task.task_id, settings)
+        return _run(predict_partition_step, settings, run_id, logical_date, partition)
 
     @task(outlets=[PREDICTIONS], trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS,
+          execution_timeout=SHORT_TASK,
           doc_md="Totals of the scored partitions; the predictions asset event when rows changed.")
     def publish_predictions(on_cpu, on_gpu):
         from airflow.sdk.exceptions import AirflowSkipException
@@ -337,13 +381,14 @@ def textclf_retrain():
         from tasks.pipeline import summarize_predictions
 
         result = _run(summarize_predictions, [*(on_cpu or []), *(on_gpu or [])])
+        _report("predict", result)
         if result["rows_written"] == 0:
             raise AirflowSkipException(f"{result['documents']} documents scored, predictions unchanged")
         yield Metadata(PREDICTIONS, {"model_version": result["model_version"],
                                      "rows_written": result["rows_written"]})
         return result
 
-    @task(trigger_rule=TriggerRule.ALL_DONE, retries=0,
+    @task(trigger_rule=TriggerRule.ALL_DONE, retries=0, execution_timeout=SHORT_TASK,
           doc_md="The night's verdict: fails the run if any task failed (after the others did "
           "what they could), naming them.")
     def finish(*, ti=None, run_id=None):
@@ -357,24 +402,29 @@ def textclf_retrain():
         if failure:
             raise AirflowFailException(failure)
 
+    gpu = {"queue": "gpu", "pool": "gpu", "executor_config": executor_config(True, EXECUTOR)}
     validation = validate(extract())
     trained = [
         train.override(
             task_id=f"train_{kind.name}", queue=kind.queue, pool=kind.pool or "default_pool",
-            execution_timeout=kind.execution_timeout, doc_md=kind.description,
+            execution_timeout=kind.execution_timeout, retries=kind.retries, doc_md=kind.description,
             executor_config=executor_config(kind.needs_gpu, EXECUTOR),
         )(validation, kind.name)
         for kind in KINDS.values()
     ]
-    evaluation = evaluate(validation, trained)
+    # Each model scores the test rows where it runs best: a GPU kind (BERT) on the gpu queue.
+    for_cpu = plan_scoring.override(task_id="plan_scoring")(validation, trained, "cpu")
+    for_gpu = plan_scoring.override(task_id="plan_scoring_gpu")(validation, trained, "gpu")
+    scored_cpu = score.partial(validation=validation).expand(version=for_cpu)
+    scored_gpu = score.override(task_id="score_gpu", **gpu).partial(validation=validation).expand(version=for_gpu)
+    evaluation = evaluate(validation, trained, scored_cpu, scored_gpu)
     promoted = promote(validation, evaluation)
     cpu_ranges = plan_predictions.override(task_id="plan_predictions")(validation, "cpu")
     gpu_ranges = plan_predictions.override(task_id="plan_predictions_gpu")(validation, "gpu")
     promoted >> [cpu_ranges, gpu_ranges]
     on_cpu = predict.expand(partition=cpu_ranges)
     # A champion whose kind needs a GPU (BERT) scores on the GPU workers.
-    on_gpu = predict.override(task_id="predict_gpu", queue="gpu", pool="gpu",
-                              executor_config=executor_config(True, EXECUTOR)).expand(partition=gpu_ranges)
+    on_gpu = predict.override(task_id="predict_gpu", **gpu).expand(partition=gpu_ranges)
     published = publish_predictions(on_cpu, on_gpu)
     [*trained, published] >> finish()
 

@@ -7,27 +7,98 @@ from __future__ import annotations
 
 def textclf_settings():
     """``tasks.config.load_settings()`` with the `textclf_db` connection's database (extras such
-    as sslmode, sslrootcert and options kept). A missing connection is an error naming it."""
+    as sslmode, sslrootcert and options kept). A missing connection is an error naming it.
+    When ``storage_conn_id`` is set, that connection's credentials open run_root and
+    artifact_root for the rest of this process."""
     from airflow.sdk import Connection
     from airflow.sdk.exceptions import AirflowNotFoundException
 
     from tasks.config import load_settings
     from tasks.db import CONNECTION_ID, connection_url, missing_connection
+    from tasks.errors import ConfigError
 
     try:
         conn = Connection.get(CONNECTION_ID)
     except AirflowNotFoundException:
         raise missing_connection() from None
-    return load_settings(database_url=connection_url(
+    settings = load_settings(database_url=connection_url(
         conn.host, conn.port, conn.login, conn.password, conn.schema, conn.extra_dejson
     ))
+    if settings.storage_conn_id:
+        from tasks import storage
+        from tasks.topology import storage_options_from_connection
+
+        try:
+            store = Connection.get(settings.storage_conn_id)
+        except AirflowNotFoundException:
+            raise ConfigError(f"storage_conn_id: the Airflow connection {settings.storage_conn_id!r} "
+                              "does not exist (Admin > Connections, or AIRFLOW_CONN_"
+                              f"{settings.storage_conn_id.upper()})") from None
+        storage.use_storage_options(storage_options_from_connection(
+            store.conn_type, store.login, store.password, store.host, store.extra_dejson))
+    return settings
+
+
+def run_step(step, *args, **kwargs):
+    """Call a tasks.pipeline step from a task. Its Skip becomes a skipped task with the reason
+    logged; an error a retry cannot fix (tasks.errors.is_final) fails the task on this try, in
+    one line."""
+    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+    from tasks.errors import Skip, is_final, one_line
+
+    try:
+        return step(*args, **kwargs)
+    except Skip as reason:
+        raise AirflowSkipException(str(reason)) from None
+    except Exception as exc:
+        if is_final(exc):
+            raise AirflowFailException(f"{type(exc).__name__}: {one_line(exc)}") from exc
+        raise
+
+
+def notifiers(subject: str, text: str) -> list:
+    """The configured alert channels, as Airflow notifiers: e-mail when TEXTCLF_FAILURE_EMAIL is
+    set (through the `smtp_default` connection), Slack when TEXTCLF_FAILURE_SLACK_CONN names a
+    Slack incoming-webhook connection. ``subject`` and ``text`` may be Jinja templates (Airflow
+    renders them for task and DAG callbacks)."""
+    import os
+
+    channels: list = []
+    if os.environ.get("TEXTCLF_FAILURE_EMAIL"):
+        from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+        channels.append(SmtpNotifier(to=os.environ["TEXTCLF_FAILURE_EMAIL"], subject=subject,
+                                     html_content=text))
+    if os.environ.get("TEXTCLF_FAILURE_SLACK_CONN"):
+        from airflow.providers.slack.notifications.slack_webhook import SlackWebhookNotifier
+
+        channels.append(SlackWebhookNotifier(
+            slack_webhook_conn_id=os.environ["TEXTCLF_FAILURE_SLACK_CONN"], text=f"{subject}: {text}"))
+    return channels
+
+
+def night_failed(context: dict) -> None:
+    """DAG-level failure callback of textclf_retrain: the run failed as a whole, a
+    dagrun_timeout included (Airflow then skips the unfinished tasks, so no task callback and no
+    `finish` runs). Written to textclf.pipeline_events; the notifiers run beside it."""
+    import logging
+
+    from tasks.pipeline import record_failure
+
+    dag_run = context.get("dag_run")
+    run_id = context.get("run_id") or getattr(dag_run, "run_id", None)
+    reason = context.get("reason") or "failed"
+    message = f"textclf_retrain run {run_id} failed: {reason}"
+    logging.getLogger("textclf").error("%s", message)
+    record_failure(textclf_settings(), run_id, None, message,
+                   event="night_timed_out" if "timed_out" in str(reason) else "night_failed")
 
 
 def night_deadline_missed(context: dict | None = None, **_: object) -> None:
     """Deadline alert of textclf_retrain: a night still running hours after it was queued (a
     hung fine-tune, a worker gone) would silently hold back the next one (max_active_runs=1).
-    Logged and written to textclf.pipeline_events; the task failure e-mail does not fire for a
-    run that is merely slow."""
+    Logged, written to textclf.pipeline_events and sent to the same notifiers as failures."""
     import logging
 
     from tasks.pipeline import record_failure
@@ -38,3 +109,17 @@ def night_deadline_missed(context: dict | None = None, **_: object) -> None:
                f"{deadline.get('deadline_time')}: still {dag_run.get('state')}")
     logging.getLogger("textclf").warning("%s", message)
     record_failure(textclf_settings(), dag_run.get("run_id"), None, message, event="deadline_missed")
+    for channel in notifiers("[textclf] a night missed its deadline", message):
+        channel.notify(context or {})  # the text is final: nothing to render
+
+
+def emit_metrics(metrics) -> None:
+    """Send ``tasks.observability.Metric``s through Airflow's stats client (StatsD or
+    OpenTelemetry as configured; nothing when metrics are off)."""
+    from airflow.sdk.observability.stats import Stats
+
+    for metric in metrics:
+        if metric.type == "timing":
+            Stats.timing(metric.name, metric.value)
+        else:
+            Stats.gauge(metric.name, metric.value)

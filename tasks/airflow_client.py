@@ -36,26 +36,50 @@ def _credentials(settings: Settings) -> tuple[str, str, str]:
     return api.api_url.rstrip("/"), api.username, password
 
 
-def emit_champion_event(settings: Settings, extra: dict[str, Any], timeout: float = 15.0) -> int:
-    """Post an event on the champion asset; returns the event's id."""
-    import httpx
+class ChampionAsset:
+    """A logged-in client for the champion asset, opened before the champion changes so that an
+    unreachable Airflow stops the change instead of leaving Airflow untold."""
 
-    url, username, password = _credentials(settings)
-    try:
-        with httpx.Client(base_url=url, timeout=timeout) as client:
-            token = client.post("/auth/token", json={"username": username, "password": password})
+    def __init__(self, settings: Settings, timeout: float = 15.0) -> None:
+        import httpx
+
+        self.url, username, password = _credentials(settings)
+        self._client = httpx.Client(base_url=self.url, timeout=timeout)
+        try:
+            token = self._client.post("/auth/token", json={"username": username, "password": password})
             if token.status_code != 201:
-                raise AirflowUnreachable(f"{url} refused the login of {username!r} ({token.status_code})")
-            headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
-            assets = client.get("/api/v2/assets", params={"uri_pattern": CHAMPION_ASSET_URI}, headers=headers)
+                raise AirflowUnreachable(f"{self.url} refused the login of {username!r} ({token.status_code})")
+            self._headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
+            assets = self._client.get("/api/v2/assets", params={"uri_pattern": CHAMPION_ASSET_URI},
+                                      headers=self._headers)
             assets.raise_for_status()
             matches = [a for a in assets.json()["assets"] if a["uri"] == CHAMPION_ASSET_URI]
             if not matches:
-                raise AirflowUnreachable(f"{url} does not know the asset {CHAMPION_ASSET_URI} (is the "
-                                         "textclf_retrain DAG deployed there?)")
-            event = client.post("/api/v2/assets/events", headers=headers,
-                                json={"asset_id": matches[0]["id"], "extra": extra})
+                raise AirflowUnreachable(f"{self.url} does not know the asset {CHAMPION_ASSET_URI} (is "
+                                         "the textclf_retrain DAG deployed there?)")
+            self.asset_id = matches[0]["id"]
+        except httpx.HTTPError as exc:
+            self._client.close()
+            raise AirflowUnreachable(f"{self.url}: {exc}") from exc
+        except AirflowUnreachable:
+            self._client.close()
+            raise
+
+    def emit(self, extra: dict[str, Any]) -> int:
+        """Post an event on the champion asset; returns the event's id."""
+        import httpx
+
+        try:
+            event = self._client.post("/api/v2/assets/events", headers=self._headers,
+                                      json={"asset_id": self.asset_id, "extra": extra})
             event.raise_for_status()
             return int(event.json()["id"])
-    except httpx.HTTPError as exc:
-        raise AirflowUnreachable(f"{url}: {exc}") from exc
+        except httpx.HTTPError as exc:
+            raise AirflowUnreachable(f"{self.url}: {exc}") from exc
+        finally:
+            self._client.close()
+
+
+def emit_champion_event(settings: Settings, extra: dict[str, Any], timeout: float = 15.0) -> int:
+    """Post an event on the champion asset; returns the event's id."""
+    return ChampionAsset(settings, timeout).emit(extra)

@@ -227,17 +227,29 @@ def cmd_gc(args) -> int:
     return 0
 
 
-def _tell_airflow(settings, change: str, version: int, reason: str, actor: str) -> None:
-    """The champion asset event a nightly promotion emits, for a change made here."""
-    from tasks.airflow_client import AirflowUnreachable, emit_champion_event
+def _reach_airflow(settings, args):
+    """The champion asset of Airflow, reached before anything changes (None with
+    --no-airflow): a change Airflow is not told about would not run the DAGs scheduled on it."""
+    from tasks.airflow_client import AirflowUnreachable, ChampionAsset
+
+    if args.no_airflow:
+        return None
+    try:
+        return ChampionAsset(settings)
+    except AirflowUnreachable as exc:
+        raise AirflowUnreachable(f"{exc}; nothing was changed. Use the textclf_promote DAG in "
+                                 "Airflow, set [airflow] api_url / TEXTCLF_AIRFLOW_API_URL, or pass "
+                                 "--no-airflow to change the champion without telling Airflow") from None
+
+
+def _tell_airflow(asset, change: str, version: int, reason: str, actor: str) -> None:
+    from tasks.airflow_client import AirflowUnreachable
 
     try:
-        event = emit_champion_event(settings, {"version": version, "change": change, "reason": reason,
-                                               "actor": actor})
+        event = asset.emit({"version": version, "change": change, "reason": reason, "actor": actor})
     except AirflowUnreachable as exc:
-        print(f"textclf: warning: the champion changed, but Airflow was not told ({exc}); DAGs "
-              "scheduled on the textclf_champion asset will not run for this change", file=sys.stderr)
-        return
+        raise AirflowUnreachable(f"model version {version} is champion, but posting the asset event "
+                                 f"failed ({exc}): DAGs scheduled on textclf_champion did not run") from None
     print(f"Airflow told: event {event} on the textclf_champion asset")
 
 
@@ -245,14 +257,15 @@ def cmd_promote(args) -> int:
     from tasks import db, registry
 
     settings = _settings(args)
+    asset = _reach_airflow(settings, args)
     with db.transaction(settings) as cur:
         changed = registry.set_champion(
             cur, settings, args.version, reason=args.reason, actor=args.actor, decision="manual"
         )
     print(f"model version {args.version} is champion"
           + ("" if changed else " (it already was; decision recorded)"))
-    if changed and not args.no_airflow:
-        _tell_airflow(settings, "manual promotion", args.version, args.reason, args.actor)
+    if asset is not None and changed:
+        _tell_airflow(asset, "manual promotion", args.version, args.reason, args.actor)
     return 0
 
 
@@ -260,11 +273,12 @@ def cmd_rollback(args) -> int:
     from tasks import db, registry
 
     settings = _settings(args)
+    asset = _reach_airflow(settings, args)
     with db.transaction(settings) as cur:
         version = registry.rollback(cur, settings, actor=args.actor, reason=args.reason)
     print(f"rolled back: model version {version} is champion again")
-    if not args.no_airflow:
-        _tell_airflow(settings, "rollback", version, args.reason, args.actor)
+    if asset is not None:
+        _tell_airflow(asset, "rollback", version, args.reason, args.actor)
     return 0
 
 
@@ -477,11 +491,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     import psycopg2
 
-    from tasks.errors import ChampionLocked, FinalError, one_line
+    from tasks.errors import AirflowUnreachable, ChampionLocked, FinalError, one_line
 
     try:
         return args.func(args)
-    except (FinalError, FileNotFoundError, ChampionLocked) as exc:
+    except (FinalError, FileNotFoundError, ChampionLocked, AirflowUnreachable) as exc:
         print(f"textclf: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except psycopg2.OperationalError as exc:

@@ -163,6 +163,13 @@ class Settings:
     # Run data every task hands to the next (snapshots, evaluations, reports): default
     # $TEXTCLF_HOME/runs; with workers on several hosts, a URI they all reach (s3://..., a mount).
     run_root: str | None = None
+    # Inside Airflow: the connection (aws, google_cloud_platform, wasb) whose credentials open
+    # run_root and artifact_root; unset = the store's standard environment (AWS_* ...).
+    storage_conn_id: str | None = None
+    # Local roots under a distributed executor are refused unless every worker mounts them.
+    shared_filesystem: bool = False
+    # A worker of the gpu queue without CUDA refuses GPU work unless this is set.
+    allow_cpu_fallback: bool = False
 
     def __post_init__(self) -> None:
         unknown = [name for name in self.candidates if name not in KINDS]
@@ -211,7 +218,8 @@ _PLAIN_KEYS = (
     "labels", "allow_new_labels", "label_case_fold", "min_label_rows", "source_timezone",
     "snapshot_window_days", "candidates", "prediction_chunk_rows",
     "prediction_partition_rows", "max_prediction_partitions",
-    "rescore_on_champion_change", "artifact_root", "run_root",
+    "rescore_on_champion_change", "artifact_root", "run_root", "storage_conn_id",
+    "shared_filesystem", "allow_cpu_fallback",
 )
 
 
@@ -246,7 +254,8 @@ def settings_from_mapping(raw: dict[str, Any], home: Path, origin: str = "textcl
              "snapshot_window_days": int | None, "candidates": tuple[str, ...],
              "prediction_chunk_rows": int, "rescore_on_champion_change": bool,
              "prediction_partition_rows": int, "max_prediction_partitions": int,
-             "artifact_root": str | None, "run_root": str | None}
+             "artifact_root": str | None, "run_root": str | None, "storage_conn_id": str | None,
+             "shared_filesystem": bool, "allow_cpu_fallback": bool}
     values: dict[str, Any] = {"home": home}
     for key in _PLAIN_KEYS:
         if key in raw:
@@ -292,6 +301,13 @@ def config_path(home: Path) -> Path | None:
     return default if default.is_file() else None
 
 
+def _env_flag(variable: str) -> bool:
+    value = os.environ[variable].strip().lower()
+    if value not in ("1", "true", "yes", "0", "false", "no"):
+        raise ConfigError(f"{variable}={os.environ[variable]!r}: expected 1/true/yes or 0/false/no")
+    return value in ("1", "true", "yes")
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Build the settings from defaults, the TOML file and the environment."""
     home = Path(overrides.pop("home", None) or os.environ.get("TEXTCLF_HOME", ".textclf")).resolve()
@@ -300,6 +316,15 @@ def load_settings(**overrides: Any) -> Settings:
     changes: dict[str, Any] = {}
     if os.environ.get("TEXTCLF_DATABASE_URL"):
         changes["database_url"] = os.environ["TEXTCLF_DATABASE_URL"]
+    for variable, key in (("TEXTCLF_ARTIFACT_ROOT", "artifact_root"), ("TEXTCLF_RUN_ROOT", "run_root")):
+        if os.environ.get(variable):
+            changes[key] = os.environ[variable]
+    for variable, key in (("TEXTCLF_SHARED_FILESYSTEM", "shared_filesystem"),
+                          ("TEXTCLF_ALLOW_CPU_FALLBACK", "allow_cpu_fallback")):
+        if os.environ.get(variable):
+            changes[key] = _env_flag(variable)
+    if os.environ.get("TEXTCLF_AIRFLOW_API_URL"):  # e.g. http://airflow-apiserver:8080 in compose
+        changes["airflow"] = replace(settings.airflow, api_url=os.environ["TEXTCLF_AIRFLOW_API_URL"])
     if os.environ.get("TEXTCLF_LABELS"):
         changes["labels"] = tuple(
             label.strip() for label in os.environ["TEXTCLF_LABELS"].split(",") if label.strip()

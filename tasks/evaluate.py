@@ -217,9 +217,34 @@ def _predict_in_batches(
     return np.concatenate(batches, axis=0), seconds
 
 
+@dataclass(frozen=True)
+class ScoredTestRows:
+    """A model's probabilities on the test rows (columns in label-set order), computed
+    elsewhere: on the GPU worker for a GPU kind (``score_test_rows``)."""
+
+    kind: str
+    probabilities: np.ndarray
+    latency_ms_per_1000: float
+
+
+def score_test_rows(model: TextClassifier, texts: Sequence[str], labels: Sequence[str],
+                    batch_size: int = 256) -> ScoredTestRows:
+    """``model``'s probabilities for ``texts`` in the column order of ``labels``, timed."""
+    if len(texts) == 0:
+        raise ValueError("cannot evaluate on an empty test split")
+    if batch_size < 1:
+        raise ValueError("batch_size must be positive")
+    raw, predict_seconds = _predict_in_batches(model, texts, batch_size)
+    if raw.shape != (len(texts), len(model.labels)):
+        raise ValueError(f"{model.kind}: predict_proba returned shape {raw.shape}, expected "
+                         f"{(len(texts), len(model.labels))}")
+    return ScoredTestRows(str(model.kind), align_probabilities(raw, model.labels, list(labels)),
+                      predict_seconds * 1000.0 / len(texts) * 1000.0)
+
+
 def evaluate_model(
     name: str,
-    model: TextClassifier,
+    model: TextClassifier | ScoredTestRows,
     texts: Sequence[str],
     true_labels: Sequence[str],
     labels: Sequence[str],
@@ -230,7 +255,8 @@ def evaluate_model(
     batch_size: int = 256,
     keep_probabilities: bool = False,
 ) -> ModelEvaluation:
-    """Score `model` on `texts`; metrics use the column order of `labels`.
+    """Score `model` on `texts` (or take its ``ScoredTestRows``); metrics use the column order of
+    `labels`.
 
     Log loss uses the true label's probability clipped at 1e-15 and is not renormalised,
     so mass a model puts on labels outside `labels` counts against it.
@@ -238,21 +264,14 @@ def evaluate_model(
     labels = list(labels)
     if len(texts) != len(true_labels):
         raise ValueError(f"{len(texts)} texts but {len(true_labels)} true labels")
-    if len(texts) == 0:
-        raise ValueError("cannot evaluate on an empty test split")
-    if batch_size < 1:
-        raise ValueError("batch_size must be positive")
     y_true = label_indices(list(true_labels), labels)
-    n = len(y_true)
-
-    raw, predict_seconds = _predict_in_batches(model, texts, batch_size)
-    if raw.shape != (n, len(model.labels)):
-        raise ValueError(
-            f"{name}: predict_proba returned shape {raw.shape}, expected {(n, len(model.labels))}"
-        )
+    scores = model if isinstance(model, ScoredTestRows) else score_test_rows(model, texts, labels, batch_size)
+    if scores.probabilities.shape != (len(y_true), len(labels)):
+        raise ValueError(f"{name}: {scores.probabilities.shape} scores for {len(y_true)} test rows "
+                         f"and {len(labels)} labels")
     return evaluation_from_probabilities(
-        name, str(model.kind), labels, y_true, align_probabilities(raw, model.labels, labels),
-        latency_ms_per_1000=predict_seconds * 1000.0 / n * 1000.0, size_bytes=size_bytes,
+        name, scores.kind, labels, y_true, scores.probabilities,
+        latency_ms_per_1000=scores.latency_ms_per_1000, size_bytes=size_bytes,
         train_seconds=train_seconds, peak_memory_bytes=peak_memory_bytes,
         keep_probabilities=keep_probabilities,
     )
@@ -505,7 +524,7 @@ def compare(
 
 
 def evaluate_all(
-    models: Mapping[str, TextClassifier],
+    models: Mapping[str, TextClassifier | ScoredTestRows],
     texts: Sequence[str],
     true_labels: Sequence[str],
     labels: Sequence[str],
@@ -521,7 +540,8 @@ def evaluate_all(
 ) -> EvaluationReport:
     """Evaluate every model, then compare each non-champion with the champion (if any).
 
-    `models` holds the candidates plus the champion; per-model extras are keyed by name.
+    `models` holds the candidates plus the champion (loaded, or their ``ScoredTestRows``);
+    per-model extras are keyed by name.
     """
     if not models:
         raise ValueError("no models to evaluate")

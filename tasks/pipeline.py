@@ -7,6 +7,7 @@ DAG passes references through XCom, never data. A step that has nothing to do ra
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -20,12 +21,14 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
+import numpy as np
+
 from tasks import db, registry, storage
 from tasks.candidates import KINDS, get_kind
 from tasks.candidates.base import MAX_TRAIN_ROWS, CandidateConfig, TrainingJob
 from tasks.candidates.bert.config import HUB_ID_PATTERN
 from tasks.config import Settings, safe_name
-from tasks.errors import InputError, Skip
+from tasks.errors import InputError, RegistryError, Skip
 from tasks.normalize import near_duplicate_labels, normalize_label, normalize_labels
 from tasks.typed import replace_checked
 
@@ -333,35 +336,96 @@ def train_step(
 # --- evaluation, promotion, prediction ----------------------------------------------------
 
 
+def device_of(kind: str) -> str:
+    """Where a kind's model scores: "gpu" (its tasks go to the gpu queue) or "cpu"."""
+    return "gpu" if kind in KINDS and get_kind(kind).needs_gpu else "cpu"
+
+
+def _models_to_evaluate(cur, validation: dict, candidates: Sequence[dict | None]) -> tuple[list[int], int | None]:
+    """This run's candidate versions plus the champion of the run's date (the current one, or
+    for a backfill of a date before the current champion took effect, the one that date had)."""
+    versions = sorted({c["version"] for c in candidates if c})
+    if not versions:
+        raise Skip("no candidate was trained in this run")
+    champion = registry.champion_of(cur, datetime.fromisoformat(validation["interval_end"]))
+    return versions + ([champion] if champion and champion not in versions else []), champion
+
+
+def plan_scoring_step(settings: Settings, validation: dict | None, candidates: Sequence[dict | None],
+                      device: str) -> list[int]:
+    """The versions (candidates and champion) that score the test rows on ``device``: a GPU kind
+    on the gpu queue, the others on the CPU workers."""
+    if validation is None:
+        raise Skip("the snapshot was not validated (an earlier task failed): nothing to evaluate")
+    with db.transaction(settings) as cur:
+        versions, _ = _models_to_evaluate(cur, validation, candidates)
+        return [v for v in versions if device_of(registry.model_kind(cur, v)) == device]
+
+
+def score_test_step(settings: Settings, run_id: str, validation: dict, version: int) -> dict:
+    """One model's probabilities on the frozen test rows, stored for ``evaluate``."""
+    from tasks.evaluate import score_test_rows
+
+    _, _, test = load_splits(validation["clean_path"])
+    with db.transaction(settings) as cur:
+        row, directory = registry.fetch_artifact(cur, settings, version)
+    scores = score_test_rows(registry.load_classifier(row["kind"], directory), test["text"].tolist(),
+                             validation["labels"])
+    path = settings.run_dir(run_id) / "test_scores" / f"v{version}.npy"
+    buffer = io.BytesIO()
+    np.save(buffer, scores.probabilities, allow_pickle=False)
+    storage.ensure_parent(path).write_bytes(buffer.getvalue())
+    log.info("model version %d scored %d test rows (%.1f ms per 1000)", version, len(test),
+             scores.latency_ms_per_1000)
+    return {"version": version, "kind": scores.kind, "path": str(path),
+            "latency_ms_per_1000": scores.latency_ms_per_1000, "test_fingerprint": _test_fingerprint(test)}
+
+
+def _stored_scores(scored: dict, test_fingerprint: str):
+    from tasks.evaluate import ScoredTestRows
+
+    if scored["test_fingerprint"] != test_fingerprint:
+        raise RegistryError(f"the scores of model version {scored['version']} are for other test rows")
+    with storage.upath(scored["path"]).open("rb") as fh:
+        probabilities = np.load(io.BytesIO(fh.read()), allow_pickle=False)
+    return ScoredTestRows(scored["kind"], probabilities, scored["latency_ms_per_1000"])
+
+
 def evaluate_step(
     settings: Settings,
     run_id: str,
     validation: dict | None,
     candidates: Sequence[dict | None],
     options: RunOptions | None = None,
+    scored: Sequence[dict | None] = (),
 ) -> dict:
-    """Score every candidate and the champion on the same frozen test rows."""
+    """Every candidate and the champion on the same frozen test rows. ``scored``: models already
+    scored by ``score_test_step`` (on their own device); the others are scored here."""
     from tasks.evaluate import evaluate_all
     from tasks.report import write_report
 
     if validation is None:
         raise Skip("the snapshot was not validated (an earlier task failed): nothing to evaluate")
     options = options or RunOptions()
-    versions = sorted({c["version"] for c in candidates if c})
-    if not versions:
-        raise Skip("no candidate was trained in this run")
-    # The champion of this run's date: the current one, or for a historical run (a backfill of a
-    # date before the current champion took effect) the one that date had.
     _, _, test = load_splits(validation["clean_path"])
+    test_fingerprint = _test_fingerprint(test)
     labels = validation["labels"]
+    precomputed = {s["version"]: s for s in scored if s}
     models, rows = {}, {}
     with db.transaction(settings) as cur:
-        champion = registry.champion_of(cur, datetime.fromisoformat(validation["interval_end"]))
-        for version in versions + ([champion] if champion and champion not in versions else []):
-            row, directory = registry.fetch_artifact(cur, settings, version)
+        versions, champion = _models_to_evaluate(cur, validation, candidates)
+        for version in versions:
+            row = registry.model_row(cur, version)
+            if version in precomputed:
+                model = _stored_scores(precomputed[version], test_fingerprint)
+            elif device_of(row["kind"]) == "gpu" and scored:
+                raise RegistryError(f"model version {version} ({row['kind']}) was not scored on the "
+                                    "gpu queue (its score_gpu task failed?)")
+            else:
+                row, directory = registry.fetch_artifact(cur, settings, version)
+                model = registry.load_classifier(row["kind"], directory)
             name = f"v{version} {row['kind']}"
-            models[name] = registry.load_classifier(row["kind"], directory)
-            rows[name] = row
+            models[name], rows[name] = model, row
     champion_name = next((n for n, r in rows.items() if r["version"] == champion), None)
     report = evaluate_all(
         models, test["text"].tolist(), test["label"].tolist(), labels, champion_name,
@@ -371,7 +435,6 @@ def evaluate_step(
         n_resamples=settings.promotion.bootstrap_resamples,
         seed=settings.promotion.seed,
     )
-    test_fingerprint = _test_fingerprint(test)
     comparisons = {c.challenger: c for c in report.comparisons}
     with db.transaction(settings) as cur:
         for name, row in rows.items():
@@ -504,6 +567,29 @@ def promote_step(
             log.info("%s", outcome["reasons"]["summary"])
             return _promotion_result(outcome)
     raise RuntimeError("the champion changed three times while this run was being judged; retry it")
+
+
+def change_champion_step(settings: Settings, action: str, version: int | None, reason: str,
+                         actor: str) -> dict:
+    """A champion change by hand (the textclf_promote DAG, `textclf promote/rollback`): make
+    ``version`` champion, or roll back to the previous one; recorded with actor and reason."""
+    if action not in ("promote", "rollback"):
+        raise InputError(f"action must be 'promote' or 'rollback', not {action!r}")
+    if not reason or not reason.strip():
+        raise InputError("a reason is required: it goes into the audit trail")
+    with db.transaction(settings) as cur:
+        previous = registry.current_champion(cur)
+        if action == "rollback":
+            version = registry.rollback(cur, settings, actor=actor, reason=reason)
+            changed = True
+        elif version is None:
+            raise InputError("promote needs the model version to make champion")
+        else:
+            changed = registry.set_champion(cur, settings, version, reason=reason, actor=actor,
+                                            decision="manual")
+    log.info("%s: model version %s is champion (was %s), by %s: %s", action, version, previous, actor, reason)
+    return {"changed": changed, "champion": version, "previous": previous, "action": action,
+            "actor": actor, "reason": reason}
 
 
 def _promotion_result(decision: dict) -> dict:

@@ -129,16 +129,23 @@ def fetch_artifact(cur, settings: Settings, version: int) -> tuple[dict[str, Any
         raise RegistryError(f"the artifact of model version {version} was deleted by retention on "
                             f"{row['artifact_deleted_at']:%Y-%m-%d} (it was never champion)")
     local = storage.local_tree(storage.upath(row["artifact_uri"]),
-                               settings.home / "cache" / "models" / str(version))
-    if not local.is_dir():
-        raise RegistryError(f"artifact of model version {version} is missing at {row['artifact_uri']}")
-    sha256, _ = artifact_checksum(local)
-    if sha256 != row["artifact_sha256"]:
-        raise ChecksumMismatch(
-            f"model version {version}: artifact at {row['artifact_uri']} has sha256 {sha256}, "
-            f"registered {row['artifact_sha256']}; refusing to load it"
-        )
+                               settings.home / "cache" / "models" / str(version), _verifier(row))
     return row, local
+
+
+def _verifier(row: dict[str, Any]):
+    """Checks a local copy of ``row``'s artifact: present, and the sha256 registered."""
+    def verify(directory: Path) -> None:
+        if not directory.is_dir() or not any(directory.iterdir()):
+            raise RegistryError(f"artifact of model version {row['version']} is missing at "
+                                f"{row['artifact_uri']}")
+        sha256, _ = artifact_checksum(directory)
+        if sha256 != row["artifact_sha256"]:
+            raise ChecksumMismatch(
+                f"model version {row['version']}: artifact at {row['artifact_uri']} has sha256 "
+                f"{sha256}, registered {row['artifact_sha256']}; refusing to load it"
+            )
+    return verify
 
 
 def load_classifier(kind: str, directory: Path):
@@ -149,11 +156,15 @@ def load_classifier(kind: str, directory: Path):
     return candidate_kind.load(directory)
 
 
-def model_kind(cur, version: int) -> str:
+def model_row(cur, version: int) -> dict[str, Any]:
     row = db.model_version(cur, version)
     if row is None:
         raise RegistryError(f"model version {version} does not exist")
-    return row["kind"]
+    return row
+
+
+def model_kind(cur, version: int) -> str:
+    return model_row(cur, version)["kind"]
 
 
 def load_model(cur, settings: Settings, version: int):

@@ -5,14 +5,22 @@ registered models) lives under an fsspec URI: ``run_root`` and ``artifact_root``
 textclf.toml (``s3://...``, ``gs://...``, a shared mount, ...; default: folders under
 $TEXTCLF_HOME). Tasks pass these URIs, never a worker-local path, so consecutive tasks can run
 on different hosts. What a task only needs for itself (a model being written before it is
-registered, training checkpoints) stays in worker-local scratch under $TEXTCLF_HOME.
+registered, training checkpoints, the verified model cache) stays under $TEXTCLF_HOME.
+
+Credentials: the standard environment of each store (``AWS_ACCESS_KEY_ID``,
+``AWS_ENDPOINT_URL``, ``GOOGLE_APPLICATION_CREDENTIALS``, ...), or inside Airflow the connection
+named by ``storage_conn_id``, turned into fsspec options by ``use_storage_options`` (fsspec's
+per-protocol defaults, as Airflow's ObjectStoragePath resolves a conn_id).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -73,18 +81,62 @@ def upload_tree(source: Path, destination: UPath) -> None:
         ensure_parent(target).write_bytes(file.read_bytes())
 
 
-def local_tree(source: UPath, cache: Path) -> Path:
-    """A local directory holding ``source``: itself when local, else a fresh copy in ``cache``."""
-    if is_local(source):
-        return Path(source.path)
-    if cache.exists():
-        shutil.rmtree(cache)
+def use_storage_options(options_by_protocol: dict[str, dict[str, Any]]) -> None:
+    """Default fsspec options per protocol (``{"s3": {"key": ..., "endpoint_url": ...}}``) for
+    every filesystem this process opens afterwards."""
+    import fsspec.config
+
+    for protocol, options in options_by_protocol.items():
+        fsspec.config.conf[protocol] = {**fsspec.config.conf.get(protocol, {}), **options}
+
+
+def download_tree(source: UPath, target: Path) -> None:
     for file in source.rglob("*"):
         if file.is_file():
-            target = cache / file.relative_to(source).as_posix()
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(file.read_bytes())
+            destination = target / file.relative_to(source).as_posix()
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            destination.write_bytes(file.read_bytes())
+
+
+def local_tree(source: UPath, cache: Path, verify: Callable[[Path], None]) -> Path:
+    """A verified local directory holding ``source``: itself when local (verified in place), else
+    ``cache``. A cache that fails ``verify`` is replaced; a download goes to a temporary folder
+    next to ``cache``, is verified there and renamed into place, so a reader never sees a
+    partial copy and concurrent loads of one version on one host all succeed (whoever renames
+    first wins; the others keep the winner's identical copy)."""
+    if is_local(source):
+        verify(Path(source.path))
+        return Path(source.path)
+    if cache.is_dir():
+        try:
+            verify(cache)
+            return cache
+        except Exception:
+            _discard(cache)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{cache.name}-", dir=cache.parent))
+    try:
+        download_tree(source, staging)
+        verify(staging)
+        try:
+            staging.rename(cache)
+        except OSError:
+            if not cache.is_dir():  # not a lost race: a real error
+                raise
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
     return cache
+
+
+def _discard(directory: Path) -> None:
+    """Remove a directory by renaming it aside first, so it vanishes at once for other readers."""
+    aside = directory.with_name(f".{directory.name}-discarded-{os.getpid()}")
+    try:
+        directory.rename(aside)
+    except OSError:
+        return  # another process discarded or replaced it already
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def move(source: UPath, destination: UPath) -> None:

@@ -187,10 +187,12 @@ class AirflowComponents:
     """Airflow's components as separate processes (what `textclf airflow` cannot show: the
     CeleryExecutor with workers per queue), each in a session of its own, logging to a file."""
 
-    def __init__(self, env: dict[str, str], log_dir: Path, commands: dict[str, list[str]]) -> None:
+    def __init__(self, env: dict[str, str], log_dir: Path, commands: dict[str, list[str]],
+                 envs: dict[str, dict[str, str]] | None = None) -> None:
         self.env = env
         self.log_dir = log_dir
         self.commands = commands
+        self.envs = envs or {}  # per component: what differs from ``env`` (its own home, say)
         self.processes: dict[str, subprocess.Popen] = {}
         self.started_at = datetime.now(UTC)
         self.rest = RestClient(env["AIRFLOW__API__BASE_URL"],
@@ -206,7 +208,7 @@ class AirflowComponents:
         for name, command in self.commands.items():
             with open(self.log_path(name), "wb") as log:
                 self.processes[name] = subprocess.Popen(
-                    command, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                    command, env={**self.env, **self.envs.get(name, {})}, stdout=log, stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.log_dir)
         return self
 

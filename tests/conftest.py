@@ -221,3 +221,42 @@ def register_tiny(settings, directory, key: str = "k1") -> int:
             run_id="test", logical_date=None, train_seconds=1.0, peak_memory_bytes=None,
             training_key=key,
         )
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3 API (moto's server, from PyPI) on loopback for the whole session."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "textclf-test", "AWS_SECRET_ACCESS_KEY": "textclf-test-secret",
+                  "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint, monkeypatch, request) -> str:
+    """A fresh bucket, reached the way any AWS tool reaches S3: the standard environment
+    (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...). Returns ``s3://<bucket>``."""
+    import re
+
+    import boto3
+    import fsspec.config
+    import s3fs
+
+    for name, value in {**S3_CREDENTIALS, "AWS_ENDPOINT_URL": s3_endpoint}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(fsspec.config, "conf", {})
+    s3fs.S3FileSystem.clear_instance_cache()
+    import uuid
+
+    name = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower())[:40].strip("-")
+    bucket = f"t-{name}-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=bucket)
+    yield f"s3://{bucket}"
+    s3fs.S3FileSystem.clear_instance_cache()

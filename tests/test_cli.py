@@ -44,13 +44,15 @@ def test_registry_commands(settings, capsys, tiny_tfidf_dir):
     v2 = register_tiny(settings, tiny_tfidf_dir, key="b")
     assert run(capsys, "champion")[0] == 1  # no champion yet
     code, _, err = run(capsys, "promote", str(v1), "--reason", "first", "--actor", "ops")
-    # No Airflow listens here: the champion changes all the same, and the warning says what is lost.
-    assert code == 0 and "Airflow was not told" in err and "textclf_champion asset" in err
+    # No Airflow listens here: nothing changes, and the error says what to do.
+    assert code == 2 and "nothing was changed" in err and "--no-airflow" in err and "textclf_promote" in err
+    assert run(capsys, "champion")[0] == 1
+    assert run(capsys, "promote", str(v1), "--reason", "first", "--actor", "ops", "--no-airflow")[0] == 0
     assert run(capsys, "promote", str(v2), "--reason", "better", "--actor", "ops", "--no-airflow") == (
         0, f"model version {v2} is champion\n", "")
     code, out, _ = run(capsys, "champion")
     assert code == 0 and f"model version {v2}" in out
-    code, out, _ = run(capsys, "rollback", "--actor", "ops")
+    code, out, _ = run(capsys, "rollback", "--actor", "ops", "--no-airflow")
     assert code == 0 and f"model version {v1} is champion again" in out
 
     with db.connect(settings) as conn, conn, conn.cursor() as cur:

@@ -28,9 +28,9 @@ def test_dagbag_imports_without_errors(dagbag):
     assert dagbag.import_errors == {}
     dag = dagbag.get_dag("textclf_retrain")
     assert {t.task_id for t in dag.tasks} == {
-        "extract", "validate", "train_tfidf", "train_bert", "train_pretrained", "evaluate",
-        "promote", "plan_predictions", "plan_predictions_gpu", "predict", "predict_gpu",
-        "publish_predictions", "finish",
+        "extract", "validate", "train_tfidf", "train_bert", "train_pretrained", "plan_scoring",
+        "plan_scoring_gpu", "score", "score_gpu", "evaluate", "promote", "plan_predictions",
+        "plan_predictions_gpu", "predict", "predict_gpu", "publish_predictions", "finish",
     }
     assert dag.max_active_runs == 1 and dag.catchup is False
     assert type(dag.timetable).__name__ == "CronDataIntervalTimetable"
@@ -43,10 +43,15 @@ def test_dagbag_imports_without_errors(dagbag):
     # Scoring is mapped over id ranges; a BERT champion's ranges go to the GPU workers.
     assert dag.get_task("predict").upstream_task_ids == {"plan_predictions"}
     assert dag.get_task("predict_gpu").upstream_task_ids == {"plan_predictions_gpu"}
-    gpu = dag.get_task("predict_gpu")
-    assert (gpu.queue, gpu.pool) == ("gpu", "gpu") and dag.get_task("predict").queue == "default"
+    for on_cpu, on_gpu in (("predict", "predict_gpu"), ("score", "score_gpu")):
+        gpu = dag.get_task(on_gpu)
+        assert (gpu.queue, gpu.pool) == ("gpu", "gpu") and dag.get_task(on_cpu).queue == "default"
+    # Test rows are scored where each model runs (BERT on the gpu queue), then compared.
+    assert dag.get_task("score_gpu").upstream_task_ids == {"plan_scoring_gpu", "validate"}
+    assert dag.get_task("evaluate").upstream_task_ids >= {"score", "score_gpu"}
     # One failed candidate does not stop the others from being judged; the verdict comes last.
     assert dag.get_task("evaluate").trigger_rule == "all_done"
+    assert dag.get_task("plan_scoring").trigger_rule == "all_done"
     assert dag.get_task("finish").upstream_task_ids == {"train_tfidf", "train_bert", "train_pretrained",
                                                         "publish_predictions"}
     assert dag.leaves == [dag.get_task("finish")]
@@ -77,6 +82,8 @@ def test_failures_are_recorded_and_can_be_mailed_and_posted_to_slack(monkeypatch
     monkeypatch.delenv("TEXTCLF_FAILURE_SLACK_CONN", raising=False)
     module = runpy.run_path(str(DAG_FILE))
     assert module["_failure_callbacks"]() == [module["record_failure"]]
+    night = module["textclf_retrain"]().on_failure_callback  # the DAG's own: a timed-out night
+    assert [c.__name__ for c in night] == ["night_failed"]
 
     monkeypatch.setenv("TEXTCLF_FAILURE_EMAIL", "ml-oncall@example.com")
     monkeypatch.setenv("TEXTCLF_FAILURE_SLACK_CONN", "slack_ml_alerts")
@@ -85,6 +92,34 @@ def test_failures_are_recorded_and_can_be_mailed_and_posted_to_slack(monkeypatch
     assert type(callbacks[1]).__name__ == "SmtpNotifier" and callbacks[1].to == "ml-oncall@example.com"
     assert type(callbacks[2]).__name__ == "SlackWebhookNotifier"
     assert callbacks[2].slack_webhook_conn_id == "slack_ml_alerts" and "{{ exception }}" in callbacks[2].text
+    night = runpy.run_path(str(DAG_FILE))["textclf_retrain"]().on_failure_callback
+    assert [type(c).__name__ for c in night[1:]] == ["SmtpNotifier", "SlackWebhookNotifier"]
+    assert "{{ reason }}" in night[2].text
+
+
+def _worst_case(task) -> timedelta:
+    """Every try of ``task`` running into its timeout, with Airflow's retry delays between."""
+    total = task.execution_timeout * (task.retries + 1)
+    for attempt in range(1, task.retries + 1):
+        delay = task.retry_delay
+        if task.retry_exponential_backoff:
+            delay = min(delay * task.retry_exponential_backoff ** (attempt - 1), task.max_retry_delay)
+        total += delay
+    return total
+
+
+def test_the_longest_chain_of_timeouts_and_retries_fits_in_the_nights_timeout(dagbag):
+    """dagrun_timeout must be the last resort, not hit by a night whose every task behaved as
+    configured: the longest path through the DAG, each task timing out on every try, fits."""
+    dag = dagbag.get_dag("textclf_retrain")
+    longest: dict[str, timedelta] = {}
+    for task in dag.topological_sort():
+        before = max((longest[u] for u in task.upstream_task_ids), default=timedelta(0))
+        longest[task.task_id] = before + _worst_case(task)
+    worst = max(longest.values())
+    assert worst <= dag.dagrun_timeout, (worst, dag.dagrun_timeout)
+    assert longest["train_bert"] - longest["validate"] == _worst_case(dag.get_task("train_bert"))
+    assert worst > dag.dagrun_timeout / 2  # the bound is not absurdly loose either
 
 
 def test_dag_file_parses_without_heavy_imports():
@@ -243,10 +278,11 @@ def test_a_hung_night_is_reported_then_timed_out(pg, monkeypatch):
     import textclf_airflow
 
     monkeypatch.delenv("TEXTCLF_IN_PROCESS_RUN")  # as the scheduler parses it
-    dag = runpy.run_path(str(DAG_FILE))["textclf_retrain"]()
-    assert dag.dagrun_timeout == timedelta(hours=12)
+    module = runpy.run_path(str(DAG_FILE))
+    dag = module["textclf_retrain"]()
+    assert dag.dagrun_timeout == module["NIGHT_TIMEOUT"] <= timedelta(hours=23)
     [alert] = dag.deadline if isinstance(dag.deadline, list) else [dag.deadline]
-    assert alert.interval == timedelta(hours=8)
+    assert alert.interval == timedelta(hours=8) < dag.dagrun_timeout
     assert "DAGRUN_QUEUED_AT" in type(alert.reference).__name__.upper() or "queued" in str(alert.reference).lower()
     assert alert.callback.path.endswith("textclf_airflow.night_deadline_missed")
     textclf_airflow.night_deadline_missed(context={
@@ -254,3 +290,43 @@ def test_a_hung_night_is_reported_then_timed_out(pg, monkeypatch):
         "deadline": {"deadline_time": "2026-11-21T10:00:00Z"}})
     [(event, message)] = fetch(pg, "SELECT event, message FROM textclf.pipeline_events")
     assert event == "deadline_missed" and "scheduled__x missed its deadline" in message
+
+    # Then the run times out: Airflow calls the DAG's own failure callback (no task's runs).
+    textclf_airflow.night_failed({"run_id": "scheduled__x", "reason": "timed_out"})
+    events = fetch(pg, "SELECT event, message FROM textclf.pipeline_events ORDER BY id")
+    assert events[-1] == ("night_timed_out", "textclf_retrain run scheduled__x failed: timed_out")
+
+
+def test_the_deadline_alert_goes_to_the_notifiers(pg, monkeypatch):
+    """A Slack incoming webhook on loopback receives the deadline alert's text."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    import textclf_airflow
+
+    received: list[dict] = []
+
+    class Webhook(BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Webhook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/services/T0/B0/XYZ"
+        monkeypatch.setenv("AIRFLOW_CONN_SLACK_ALERTS", json.dumps({"conn_type": "slackwebhook", "password": url}))
+        monkeypatch.setenv("TEXTCLF_FAILURE_SLACK_CONN", "slack_alerts")
+        textclf_airflow.night_deadline_missed(context={
+            "dag_run": {"run_id": "scheduled__y", "state": "running"},
+            "deadline": {"deadline_time": "2026-11-21T10:00:00Z"}})
+    finally:
+        server.shutdown()
+    [payload] = received
+    assert "scheduled__y missed its deadline" in payload["text"]

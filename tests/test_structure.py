@@ -43,12 +43,12 @@ def import_graph() -> dict[str, set[str]]:
 # Layers, lowest first: a module may import its own layer or lower ones, never a higher one.
 LAYERS: list[set[str]] = [
     {"errors", "metrics", "normalize", "console", "process_guard", "k8s", "storage", "typed",
-     "candidates.base"},
+     "observability", "candidates.base"},
     {"candidates.*"},  # the kinds and KINDS: model code, nothing of the pipeline
     {"config"},
     {"db", "airflow_client"},
     {"importer", "extract", "validate", "evaluate", "policy", "report", "registry", "retention",
-     "dashboard", "airflow_env"},
+     "dashboard", "airflow_env", "topology"},
     {"predict", "demo_data"},
     {"pipeline", "services", "demo"},
     {"cli"},

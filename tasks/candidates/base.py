@@ -83,7 +83,8 @@ class CandidateKind:
     needs_gpu: bool = False  # asks the KubernetesExecutor for a GPU; runs on CPU without one
     enabled_by_default: bool = True  # in the default `candidates` list
     learns_from_data: bool = True  # False: evaluated as-is (left out of learning curves)
-    execution_timeout: timedelta = timedelta(minutes=30)
+    execution_timeout: timedelta = timedelta(minutes=30)  # of one try of its training task
+    retries: int = 2  # of its training task
 
     def __post_init__(self) -> None:
         if not issubclass(self.config_class, CandidateConfig):

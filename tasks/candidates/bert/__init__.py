@@ -48,5 +48,8 @@ KIND = CandidateKind(
     queue="gpu",
     pool="gpu",
     needs_gpu=True,
-    execution_timeout=timedelta(hours=6),
+    # Two tries of 4 hours fit the night's 20 hours with the rest of the DAG (a GPU that hangs
+    # is better retried once on another worker than three times on the same one).
+    execution_timeout=timedelta(hours=4),
+    retries=1,
 )
