@@ -242,4 +242,4 @@ def test_the_dag_asks_for_gpu_pods_under_the_kubernetes_executor():
     )
     env = {**os.environ, "AIRFLOW__CORE__EXECUTOR": "KubernetesExecutor"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == ["predict_gpu", "train_bert"]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == ["predict_gpu", "score_gpu", "train_bert"]
