@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bert_scoring  # noqa: E402
 import extract_scale  # noqa: E402
+import model_load  # noqa: E402
 import orchestration  # noqa: E402
 import tfidf_scale  # noqa: E402
 import writeback  # noqa: E402
@@ -34,6 +35,7 @@ FULL = {
     "writeback": lambda: writeback.run(10_000_000, 4, 100_000),
     "bert_scoring": lambda: bert_scoring.run(2000),
     "orchestration": lambda: orchestration.run(3),
+    "model_load": lambda: model_load.run(5),
 }
 QUICK = {
     "tfidf": lambda: tfidf_scale.run(60_000, 18_000),
@@ -41,6 +43,7 @@ QUICK = {
     "writeback": lambda: writeback.run(400_000, 4, 20_000),
     "bert_scoring": lambda: bert_scoring.run(256),
     "orchestration": lambda: orchestration.run(1),
+    "model_load": lambda: model_load.run(2),
 }
 # Goals that are about the code, not the size: they must hold at the quick sizes too. The
 # others (time and memory at 1M rows, write-back at 10M) are judged by `make bench`.

@@ -259,11 +259,22 @@ def _failure_callbacks() -> list:
     },
 )
 def textclf_retrain():
-    @task(doc_md="Stream the interval's training snapshot from PostgreSQL into Parquet.")
-    def extract(*, run_id=None, data_interval_start=None, data_interval_end=None, dag_run=None):
+    @task(doc_md="Checks the run's conf and the pools, then streams the interval's training "
+          "snapshot from PostgreSQL into Parquet.")
+    def extract(*, run_id=None, data_interval_start=None, data_interval_end=None, dag_run=None, dag=None):
+        import logging
+
+        from textclf_airflow import API_CONNECTION_ID, airflow_pools
+
         from tasks.pipeline import check_run_conf, extract_step
+        from tasks.topology import check_pools
 
         _run(check_run_conf, dag_run.conf or {}, PARAMS)
+        pools = _run(airflow_pools)
+        if pools is None:
+            logging.getLogger("textclf").info("pools not checked: no %s connection", API_CONNECTION_ID)
+        else:  # a task in a missing pool would wait for ever, unalerted
+            _run(check_pools, {t.pool: t.pool_slots for t in dag.tasks}, pools)
         result = _run(extract_step, _settings(), run_id, data_interval_start, data_interval_end,
                       run_after=dag_run.run_after)
         _report("extract", result)

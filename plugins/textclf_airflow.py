@@ -39,6 +39,38 @@ def textclf_settings():
     return settings
 
 
+API_CONNECTION_ID = "textclf_airflow_api"
+
+
+def airflow_pools() -> dict[str, int] | None:
+    """This Airflow's pools and their slots, read through its REST API with the
+    `textclf_airflow_api` connection (type http: host = the api-server's base URL, login and
+    password of an Airflow user who may read pools); None when that connection is not set (a
+    task cannot see pools any other way in Airflow 3)."""
+    import httpx
+    from airflow.sdk import Connection
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    from tasks.errors import AirflowUnreachable
+
+    try:
+        conn = Connection.get(API_CONNECTION_ID)
+    except AirflowNotFoundException:
+        return None
+    host = conn.host or "127.0.0.1"
+    base_url = host if "://" in host else f"http://{host}:{conn.port or 8080}"
+    try:
+        with httpx.Client(base_url=base_url, timeout=15) as client:
+            token = client.post("/auth/token", json={"username": conn.login, "password": conn.password})
+            token.raise_for_status()
+            pools = client.get("/api/v2/pools", params={"limit": 1000},
+                               headers={"Authorization": f"Bearer {token.json()['access_token']}"})
+            pools.raise_for_status()
+    except httpx.HTTPError as exc:
+        raise AirflowUnreachable(f"reading the pools at {base_url} ({API_CONNECTION_ID}): {exc}") from exc
+    return {pool["name"]: int(pool["slots"]) for pool in pools.json()["pools"]}
+
+
 def run_step(step, *args, **kwargs):
     """Call a tasks.pipeline step from a task. Its Skip becomes a skipped task with the reason
     logged; an error a retry cannot fix (tasks.errors.is_final) fails the task on this try, in

@@ -8,6 +8,7 @@ figures reach a StatsD listener."""
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 
@@ -96,6 +97,7 @@ def test_a_night_on_three_hosts_sharing_only_postgres_and_s3(database_url, tmp_p
 
     statsd = StatsdListener()
     port = free_port()
+    password, _ = admin_password(homes["scheduler"] / "airflow")
     env = airflow_environment(settings, port=port)
     env.update({
         "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
@@ -106,9 +108,11 @@ def test_a_night_on_three_hosts_sharing_only_postgres_and_s3(database_url, tmp_p
         "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
         "AIRFLOW__METRICS__STATSD_PORT": str(statsd.port),
         **S3_CREDENTIALS, "AWS_ENDPOINT_URL": s3_endpoint, **roots,
+        # The REST API the first task reads the pools through.
+        "AIRFLOW_CONN_TEXTCLF_AIRFLOW_API": json.dumps({
+            "conn_type": "http", "host": f"http://127.0.0.1:{port}", "login": "admin", "password": password}),
     })
     prepare_airflow(settings, env)
-    admin_password(homes["scheduler"] / "airflow")
     own_home = {name: {"TEXTCLF_HOME": str(home), "AIRFLOW_HOME": str(home / "airflow")}
                 for name, home in homes.items() if name != "scheduler"}
     worker = ["airflow", "celery", "worker", "--skip-serve-logs"]
@@ -145,6 +149,8 @@ def test_a_night_on_three_hosts_sharing_only_postgres_and_s3(database_url, tmp_p
             assert "train_bert" in gpu_log and "train_tfidf" not in gpu_log
             assert "train_tfidf" in default_log and "train_bert" not in default_log
             assert "task_id='score_gpu'" in gpu_log and "task_id='score_gpu'" not in default_log
+            [extract_log] = (homes["worker-default"] / "airflow" / "logs").rglob("task_id=extract/**/*.log")
+            assert "pools not checked" not in extract_log.read_text()  # checked, and the gpu pool is there
 
             # The registry page (api-server on the scheduler host) serves the report from S3.
             page = airflow.rest._client.get(f"/textclf/runs/{run_id}/report/index.html",
