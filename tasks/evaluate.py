@@ -86,6 +86,7 @@ class Comparison:
     diff_resamples: list[float] = field(default_factory=list)
     class_drop_resamples: dict[str, list[float]] = field(default_factory=dict)
     class_support: dict[str, int] = field(default_factory=dict)
+    rows_compared: int | None = None  # fewer than the test rows when a model saw some of them
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -468,22 +469,28 @@ def compare(
     n_resamples: int = 1000,
     seed: int = 0,
     confidence: float = 0.95,
+    rows: Sequence[int] | np.ndarray | None = None,
 ) -> Comparison:
-    """Paired comparison of two evaluations made on the same rows and label order."""
+    """Paired comparison of two evaluations made on the same rows and label order; ``rows``
+    (indices) restricts it to those rows, e.g. the test rows neither model was trained on."""
     if challenger.labels != champion.labels:
         raise ValueError("evaluations use different label orders; re-evaluate with the same labels")
     if not (challenger.n == champion.n == len(y_true)):
         raise ValueError("evaluations and y_true cover different numbers of rows")
     y = label_indices(y_true, challenger.labels)
+    predicted_a, predicted_b = np.asarray(challenger.predictions), np.asarray(champion.predictions)
+    if rows is not None:
+        rows = np.asarray(rows, dtype=int)
+        if len(rows) == 0:
+            raise ValueError("no rows to compare on")
+        y, predicted_a, predicted_b = y[rows], predicted_a[rows], predicted_b[rows]
     n_labels = len(challenger.labels)
-    resamples = paired_bootstrap(y, challenger.predictions, champion.predictions, n_labels,
-                                 n_resamples, seed)
+    resamples = paired_bootstrap(y, predicted_a, predicted_b, n_labels, n_resamples, seed)
     diffs = resamples.macro_f1_diffs
     low, high = percentile_interval(diffs, confidence)
-    diff = (macro_f1_score(y, challenger.predictions, n_labels)
-            - macro_f1_score(y, champion.predictions, n_labels))
+    diff = macro_f1_score(y, predicted_a, n_labels) - macro_f1_score(y, predicted_b, n_labels)
     drops = resamples.class_f1_b - resamples.class_f1_a  # champion minus challenger, per class
-    statistic, p_value, b, c = mcnemar(y, challenger.predictions, champion.predictions)
+    statistic, p_value, b, c = mcnemar(y, predicted_a, predicted_b)
     return Comparison(
         challenger=challenger.name,
         champion=champion.name,
@@ -501,6 +508,7 @@ def compare(
         class_drop_resamples={label: np.round(drops[:, i], 6).tolist()
                               for i, label in enumerate(challenger.labels)},
         class_support={label: int(np.sum(y == i)) for i, label in enumerate(challenger.labels)},
+        rows_compared=len(y),
     )
 
 
@@ -518,10 +526,13 @@ def evaluate_all(
     n_resamples: int = 1000,
     seed: int = 0,
     confidence: float = 0.95,
+    comparison_rows: Sequence[int] | np.ndarray | None = None,
 ) -> EvaluationReport:
     """Evaluate every model, then compare each non-champion with the champion (if any).
 
     `models` holds the candidates plus the champion; per-model extras are keyed by name.
+    `comparison_rows` (indices) restricts the comparisons to those rows (every row when None);
+    with none at all there is no comparison, so nothing can be judged better than the champion.
     """
     if not models:
         raise ValueError("no models to evaluate")
@@ -548,10 +559,11 @@ def evaluate_all(
         for name, model in models.items()
     ]
     comparisons = []
-    if champion_name is not None:
+    if champion_name is not None and (comparison_rows is None or len(comparison_rows) > 0):
         champion = next(e for e in evaluations if e.name == champion_name)
         comparisons = [
-            compare(e, champion, y_true, n_resamples=n_resamples, seed=seed, confidence=confidence)
+            compare(e, champion, y_true, n_resamples=n_resamples, seed=seed, confidence=confidence,
+                    rows=comparison_rows)
             for e in evaluations
             if e.name != champion_name
         ]

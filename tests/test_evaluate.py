@@ -453,6 +453,25 @@ def test_compare_matches_its_parts():
     assert compare(strong, weak, y_true, n_resamples=500, seed=3) == comparison
 
 
+def test_compare_on_some_rows_is_compare_of_those_rows_alone():
+    texts, true_labels, labels = synthetic_split(3, n_rows=240, seed=4)
+    rows = np.random.default_rng(1).choice(240, size=90, replace=False)
+    strong, weak = NoisyKeywordModel(labels, tilt=2.0), NoisyKeywordModel(labels, tilt=0.5)
+    full = [evaluate_model(n, m, texts, true_labels, labels) for n, m in (("s", strong), ("w", weak))]
+    sub_texts, sub_labels = [texts[i] for i in rows], [true_labels[i] for i in rows]
+    alone = [evaluate_model(n, m, sub_texts, sub_labels, labels) for n, m in (("s", strong), ("w", weak))]
+
+    restricted = compare(*full, true_labels, n_resamples=300, seed=2, rows=rows)
+
+    assert restricted == compare(*alone, sub_labels, n_resamples=300, seed=2)
+    assert restricted.rows_compared == 90 and sum(restricted.class_support.values()) == 90
+    report = evaluate_all({"s": strong, "w": weak}, texts, true_labels, labels, "w", n_resamples=300,
+                          seed=2, comparison_rows=rows)
+    assert report.comparisons == [restricted] and report.evaluation("s").n == 240
+    assert evaluate_all({"s": strong, "w": weak}, texts, true_labels, labels, "w",
+                        comparison_rows=[]).comparisons == []  # nothing to judge on: no comparison
+
+
 def test_compare_refuses_different_label_orders():
     texts, true_labels, labels = synthetic_split(3, n_rows=30)
     first = evaluate_model("first", KeywordModel(labels), texts, true_labels, labels)
