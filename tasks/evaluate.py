@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from scipy import sparse, stats
 
+from tasks.calibration import temperature_scaled
 from tasks.candidates.base import TextClassifier
 from tasks.metrics import (
     confusion_counts,
@@ -49,6 +50,11 @@ class ModelEvaluation:
     latency_ms_per_1000: float
     predictions: list[int]
     reliability_bins: list[dict[str, float]] = field(default_factory=list)
+    # A model calibrated by temperature scaling (tasks.calibration): its T, and the ECE and
+    # reliability bins of its probabilities before scaling (T = 1).
+    temperature: float | None = None
+    ece_uncalibrated: float | None = None
+    reliability_bins_uncalibrated: list[dict[str, float]] = field(default_factory=list)
     size_bytes: int | None = None
     train_seconds: float | None = None
     peak_memory_bytes: int | None = None
@@ -251,12 +257,21 @@ def evaluate_model(
         raise ValueError(
             f"{name}: predict_proba returned shape {raw.shape}, expected {(n, len(model.labels))}"
         )
-    return evaluation_from_probabilities(
+    evaluation = evaluation_from_probabilities(
         name, str(model.kind), labels, y_true, align_probabilities(raw, model.labels, labels),
         latency_ms_per_1000=predict_seconds * 1000.0 / n * 1000.0, size_bytes=size_bytes,
         train_seconds=train_seconds, peak_memory_bytes=peak_memory_bytes,
         keep_probabilities=keep_probabilities,
     )
+    temperature = getattr(model, "calibration_temperature", None)
+    if temperature is not None:
+        # softmax(log p * T) undoes the scaling exactly: the probabilities the model had at T = 1.
+        before = temperature_scaled(align_probabilities(raw, model.labels, labels), 1.0 / temperature)
+        confidences, correct = before.max(axis=1), before.argmax(axis=1) == y_true
+        evaluation.temperature = float(temperature)
+        evaluation.ece_uncalibrated = expected_calibration_error(confidences, correct)
+        evaluation.reliability_bins_uncalibrated = reliability_bins(confidences, correct)
+    return evaluation
 
 
 def evaluation_from_probabilities(

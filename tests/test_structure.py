@@ -42,7 +42,7 @@ def import_graph() -> dict[str, set[str]]:
 
 # Layers, lowest first: a module may import its own layer or lower ones, never a higher one.
 LAYERS: list[set[str]] = [
-    {"errors", "metrics", "normalize", "console", "process_guard", "k8s", "storage", "typed",
+    {"errors", "metrics", "calibration", "normalize", "console", "process_guard", "k8s", "storage", "typed",
      "candidates.base"},
     {"candidates.*"},  # the kinds and KINDS: model code, nothing of the pipeline
     {"config"},
