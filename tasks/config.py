@@ -26,7 +26,7 @@ from tasks.typed import coerce, from_mapping
 if TYPE_CHECKING:
     from upath import UPath
 
-__all__ = ["ConfigError", "Settings", "SourceTable", "load_settings"]
+__all__ = ["ConfigError", "Settings", "SourceTable", "SplitOptions", "load_settings"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -125,6 +125,19 @@ class AirflowApi:
     password_file: str | None = None  # JSON {user: password}; default: the local `textclf airflow`'s
 
 
+@dataclass(frozen=True)
+class SplitOptions:
+    """The [split] table: what the split key ignores besides Unicode form, case and spacing, so
+    that near-duplicates (a retweet, the same text with another link) share a split. All off is
+    the former scheme (normalised-text-sha256-v2); changing any option moves rows between splits
+    (see tasks.extract and the README)."""
+
+    remove_retweet_marker: bool = True  # a leading "RT @user:"
+    remove_urls: bool = True  # http(s)://... and www....
+    remove_mentions: bool = True  # @user anywhere
+    remove_punctuation: bool = True  # Unicode punctuation (categories P*), read as a space
+
+
 SOURCE_NAMES = {f.name for f in fields(SourceTable)}  # every field is a SQL identifier
 DEFAULT_LABELLED_SOURCE = SourceTable(SCHEMA, "labelled_texts", weight_column="weight")
 DEFAULT_DOCUMENTS_SOURCE = SourceTable(
@@ -148,6 +161,7 @@ class Settings:
     # The zone of naive `timestamp without time zone` source columns (an IANA name).
     source_timezone: str = "UTC"
     snapshot_window_days: int | None = None
+    split: SplitOptions = field(default_factory=SplitOptions)
     validation: ValidationThresholds = field(default_factory=ValidationThresholds)
     promotion: PromotionPolicy = field(default_factory=PromotionPolicy)
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)
@@ -266,6 +280,8 @@ def settings_from_mapping(raw: dict[str, Any], home: Path, origin: str = "textcl
     if "documents_source" in raw:
         values["documents_source"] = _source(raw.pop("documents_source"), DEFAULT_DOCUMENTS_SOURCE,
                                              "documents_source")
+    if "split" in raw:
+        values["split"] = from_mapping(SplitOptions, raw.pop("split"), "split")
     if "validation" in raw:
         values["validation"] = from_mapping(ValidationThresholds, raw.pop("validation"), "validation")
     if "promotion" in raw:
@@ -280,7 +296,7 @@ def settings_from_mapping(raw: dict[str, Any], home: Path, origin: str = "textcl
             configs[name] = from_mapping(kind.config_class, raw.pop(name), name)
     values["candidate_configs"] = configs
     if raw:
-        known = [*_PLAIN_KEYS, "labelled_source", "documents_source", "validation", "promotion",
+        known = [*_PLAIN_KEYS, "labelled_source", "documents_source", "split", "validation", "promotion",
                  "retention", "airflow", *KINDS]
         raise ConfigError(
             f"unknown setting{'s' if len(raw) > 1 else ''} in {origin}: {', '.join(sorted(raw))} "

@@ -87,9 +87,12 @@ def run_demo(settings: Settings, days: int = 3, full: bool = False) -> int:
             f"[{comparison['ci_low']:+.4f}, {comparison['ci_high']:+.4f}]"
             if comparison else ""
         )
+        metrics = ev["metrics"]
+        calibration = (f" (T {metrics['temperature']:.3g}; {metrics['ece_uncalibrated']:.3f} at T=1)"
+                       if metrics.get("temperature") is not None else "")
         print(f"  v{ev['model_version']:<3} {ev['kind']:<10} {ev['role']:<9} "
-              f"macro-F1 {ev['metrics']['macro_f1']:.4f}  accuracy {ev['metrics']['accuracy']:.4f}"
-              f"{interval}")
+              f"macro-F1 {metrics['macro_f1']:.4f}  accuracy {metrics['accuracy']:.4f}  "
+              f"ECE {metrics['ece']:.3f}{calibration}{interval}")
     _step("champion history")
     print_history(history)
     if run_id:

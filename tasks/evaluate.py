@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from scipy import sparse, stats
 
+from tasks.calibration import temperature_scaled
 from tasks.candidates.base import TextClassifier
 from tasks.metrics import (
     confusion_counts,
@@ -49,6 +50,11 @@ class ModelEvaluation:
     latency_ms_per_1000: float
     predictions: list[int]
     reliability_bins: list[dict[str, float]] = field(default_factory=list)
+    # A model calibrated by temperature scaling (tasks.calibration): its T, and the ECE and
+    # reliability bins of its probabilities before scaling (T = 1).
+    temperature: float | None = None
+    ece_uncalibrated: float | None = None
+    reliability_bins_uncalibrated: list[dict[str, float]] = field(default_factory=list)
     size_bytes: int | None = None
     train_seconds: float | None = None
     peak_memory_bytes: int | None = None
@@ -86,6 +92,7 @@ class Comparison:
     diff_resamples: list[float] = field(default_factory=list)
     class_drop_resamples: dict[str, list[float]] = field(default_factory=dict)
     class_support: dict[str, int] = field(default_factory=dict)
+    rows_compared: int | None = None  # fewer than the test rows when a model saw some of them
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -225,6 +232,7 @@ class ScoredTestRows:
     kind: str
     probabilities: np.ndarray
     latency_ms_per_1000: float
+    temperature: float | None = None  # the model's calibration temperature, if it has one
 
 
 def score_test_rows(model: TextClassifier, texts: Sequence[str], labels: Sequence[str],
@@ -239,7 +247,8 @@ def score_test_rows(model: TextClassifier, texts: Sequence[str], labels: Sequenc
         raise ValueError(f"{model.kind}: predict_proba returned shape {raw.shape}, expected "
                          f"{(len(texts), len(model.labels))}")
     return ScoredTestRows(str(model.kind), align_probabilities(raw, model.labels, list(labels)),
-                      predict_seconds * 1000.0 / len(texts) * 1000.0)
+                          predict_seconds * 1000.0 / len(texts) * 1000.0,
+                          getattr(model, "calibration_temperature", None))
 
 
 def evaluate_model(
@@ -269,12 +278,21 @@ def evaluate_model(
     if scores.probabilities.shape != (len(y_true), len(labels)):
         raise ValueError(f"{name}: {scores.probabilities.shape} scores for {len(y_true)} test rows "
                          f"and {len(labels)} labels")
-    return evaluation_from_probabilities(
+    evaluation = evaluation_from_probabilities(
         name, scores.kind, labels, y_true, scores.probabilities,
         latency_ms_per_1000=scores.latency_ms_per_1000, size_bytes=size_bytes,
         train_seconds=train_seconds, peak_memory_bytes=peak_memory_bytes,
         keep_probabilities=keep_probabilities,
     )
+    temperature = scores.temperature
+    if temperature is not None:
+        # softmax(log p * T) undoes the scaling exactly: the probabilities the model had at T = 1.
+        before = temperature_scaled(scores.probabilities, 1.0 / temperature)
+        confidences, correct = before.max(axis=1), before.argmax(axis=1) == y_true
+        evaluation.temperature = float(temperature)
+        evaluation.ece_uncalibrated = expected_calibration_error(confidences, correct)
+        evaluation.reliability_bins_uncalibrated = reliability_bins(confidences, correct)
+    return evaluation
 
 
 def evaluation_from_probabilities(
@@ -487,22 +505,28 @@ def compare(
     n_resamples: int = 1000,
     seed: int = 0,
     confidence: float = 0.95,
+    rows: Sequence[int] | np.ndarray | None = None,
 ) -> Comparison:
-    """Paired comparison of two evaluations made on the same rows and label order."""
+    """Paired comparison of two evaluations made on the same rows and label order; ``rows``
+    (indices) restricts it to those rows, e.g. the test rows neither model was trained on."""
     if challenger.labels != champion.labels:
         raise ValueError("evaluations use different label orders; re-evaluate with the same labels")
     if not (challenger.n == champion.n == len(y_true)):
         raise ValueError("evaluations and y_true cover different numbers of rows")
     y = label_indices(y_true, challenger.labels)
+    predicted_a, predicted_b = np.asarray(challenger.predictions), np.asarray(champion.predictions)
+    if rows is not None:
+        rows = np.asarray(rows, dtype=int)
+        if len(rows) == 0:
+            raise ValueError("no rows to compare on")
+        y, predicted_a, predicted_b = y[rows], predicted_a[rows], predicted_b[rows]
     n_labels = len(challenger.labels)
-    resamples = paired_bootstrap(y, challenger.predictions, champion.predictions, n_labels,
-                                 n_resamples, seed)
+    resamples = paired_bootstrap(y, predicted_a, predicted_b, n_labels, n_resamples, seed)
     diffs = resamples.macro_f1_diffs
     low, high = percentile_interval(diffs, confidence)
-    diff = (macro_f1_score(y, challenger.predictions, n_labels)
-            - macro_f1_score(y, champion.predictions, n_labels))
+    diff = macro_f1_score(y, predicted_a, n_labels) - macro_f1_score(y, predicted_b, n_labels)
     drops = resamples.class_f1_b - resamples.class_f1_a  # champion minus challenger, per class
-    statistic, p_value, b, c = mcnemar(y, challenger.predictions, champion.predictions)
+    statistic, p_value, b, c = mcnemar(y, predicted_a, predicted_b)
     return Comparison(
         challenger=challenger.name,
         champion=champion.name,
@@ -520,6 +544,7 @@ def compare(
         class_drop_resamples={label: np.round(drops[:, i], 6).tolist()
                               for i, label in enumerate(challenger.labels)},
         class_support={label: int(np.sum(y == i)) for i, label in enumerate(challenger.labels)},
+        rows_compared=len(y),
     )
 
 
@@ -537,11 +562,14 @@ def evaluate_all(
     n_resamples: int = 1000,
     seed: int = 0,
     confidence: float = 0.95,
+    comparison_rows: Sequence[int] | np.ndarray | None = None,
 ) -> EvaluationReport:
     """Evaluate every model, then compare each non-champion with the champion (if any).
 
     `models` holds the candidates plus the champion (loaded, or their ``ScoredTestRows``);
-    per-model extras are keyed by name.
+    per-model extras are keyed by name. `comparison_rows` (indices) restricts the comparisons to
+    those rows (every row when None); with none at all there is no comparison, so nothing can be
+    judged better than the champion.
     """
     if not models:
         raise ValueError("no models to evaluate")
@@ -568,10 +596,11 @@ def evaluate_all(
         for name, model in models.items()
     ]
     comparisons = []
-    if champion_name is not None:
+    if champion_name is not None and (comparison_rows is None or len(comparison_rows) > 0):
         champion = next(e for e in evaluations if e.name == champion_name)
         comparisons = [
-            compare(e, champion, y_true, n_resamples=n_resamples, seed=seed, confidence=confidence)
+            compare(e, champion, y_true, n_resamples=n_resamples, seed=seed, confidence=confidence,
+                    rows=comparison_rows)
             for e in evaluations
             if e.name != champion_name
         ]

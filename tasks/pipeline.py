@@ -34,7 +34,7 @@ from tasks.typed import replace_checked
 
 __all__ = ["RunOptions", "Skip", "evaluate_step", "extract_step", "predict_step", "promote_step",
            "train_step", "validate_step"]
-from tasks.extract import Snapshot, extract_snapshot, read_snapshot
+from tasks.extract import SCHEME_V1, Snapshot, extract_snapshot, read_snapshot, split_under_scheme
 
 log = logging.getLogger(__name__)
 
@@ -377,7 +377,7 @@ def score_test_step(settings: Settings, run_id: str, validation: dict, version: 
     storage.ensure_parent(path).write_bytes(buffer.getvalue())
     log.info("model version %d scored %d test rows (%.1f ms per 1000)", version, len(test),
              scores.latency_ms_per_1000)
-    return {"version": version, "kind": scores.kind, "path": str(path),
+    return {"version": version, "kind": scores.kind, "path": str(path), "temperature": scores.temperature,
             "latency_ms_per_1000": scores.latency_ms_per_1000, "test_fingerprint": _test_fingerprint(test)}
 
 
@@ -388,7 +388,7 @@ def _stored_scores(scored: dict, test_fingerprint: str):
         raise RegistryError(f"the scores of model version {scored['version']} are for other test rows")
     with storage.upath(scored["path"]).open("rb") as fh:
         probabilities = np.load(io.BytesIO(fh.read()), allow_pickle=False)
-    return ScoredTestRows(scored["kind"], probabilities, scored["latency_ms_per_1000"])
+    return ScoredTestRows(scored["kind"], probabilities, scored["latency_ms_per_1000"], scored.get("temperature"))
 
 
 def evaluate_step(
@@ -427,6 +427,11 @@ def evaluate_step(
             name = f"v{version} {row['kind']}"
             models[name], rows[name] = model, row
     champion_name = next((n for n, r in rows.items() if r["version"] == champion), None)
+    compared_rows, other_schemes = rows_unseen_by_every_model(
+        test, validation["fingerprint"].get("split_scheme"), rows)
+    if other_schemes:
+        log.warning("trained under another split scheme: %s; comparisons use the %d of %d test rows "
+                    "none of them saw", ", ".join(other_schemes), len(compared_rows or []), len(test))
     report = evaluate_all(
         models, test["text"].tolist(), test["label"].tolist(), labels, champion_name,
         size_bytes={n: r["size_bytes"] for n, r in rows.items()},
@@ -434,6 +439,7 @@ def evaluate_step(
         peak_memory_bytes={n: r["peak_memory_bytes"] for n, r in rows.items()},
         n_resamples=settings.promotion.bootstrap_resamples,
         seed=settings.promotion.seed,
+        comparison_rows=compared_rows,
     )
     comparisons = {c.challenger: c for c in report.comparisons}
     with db.transaction(settings) as cur:
@@ -457,7 +463,10 @@ def evaluate_step(
     page = write_report(
         local_report, report, title=f"textclf run {run_id}", learning_curve=curve,
         extra={"test rows": len(test), "test fingerprint": test_fingerprint,
-               "data fingerprint": validation["fingerprint"]},
+               "data fingerprint": validation["fingerprint"],
+               **({"trained under another split scheme": ", ".join(other_schemes),
+                   "test rows the comparisons use (unseen by every model)": len(compared_rows or [])}
+                  if other_schemes else {})},
     )
     storage.upload_tree(local_report, run_dir / "report")
     for ev in report.evaluations:
@@ -472,6 +481,39 @@ def evaluate_step(
             key=lambda e: -e["macro_f1"],
         ),
     }
+
+
+def rows_unseen_by_every_model(test, scheme: str | None, models: Mapping[str, Mapping[str, Any]]
+                               ) -> tuple[list[int] | None, list[str]]:
+    """The test rows (positions) that champion and challengers can fairly be compared on.
+
+    A model trained under another split scheme (the champion of a deployment whose [split]
+    options or code changed) saw some of today's test rows in its training or validation split.
+    The comparisons then keep only the rows that were test rows under every scheme involved:
+    rows none of the models learned from. Returns (None, []) when every model shares the run's
+    scheme, else (positions, the models named with their scheme); a scheme this code does not
+    know leaves no row, so no challenger can be judged better than that model.
+    """
+    texts, ids = test["text"].tolist(), test["id"].tolist()
+    keep = [True] * len(texts)
+    others = []
+    for name, row in models.items():
+        fingerprint = row.get("data_fingerprint")
+        if not fingerprint:
+            continue  # registered without a data fingerprint: nothing is known of its rows
+        theirs = fingerprint.get("split_scheme")  # absent: a v1 snapshot
+        if theirs == scheme:
+            continue
+        others.append(f"{name} ({theirs or SCHEME_V1})")
+        try:
+            unseen = [split_under_scheme(theirs, text, row_id) == "test"
+                      for text, row_id in zip(texts, ids, strict=True)]
+        except ValueError:
+            unseen = [False] * len(texts)
+        keep = [a and b for a, b in zip(keep, unseen, strict=True)]
+    if not others:
+        return None, []
+    return [position for position, kept in enumerate(keep) if kept], others
 
 
 def _test_fingerprint(test) -> str:

@@ -8,7 +8,7 @@ import pytest
 from tasks.candidates import KINDS
 from tasks.candidates.bert import BertConfig
 from tasks.candidates.tfidf import TfidfConfig
-from tasks.config import ConfigError, load_settings
+from tasks.config import ConfigError, SplitOptions, load_settings
 from tasks.pipeline import RunOptions
 
 
@@ -36,6 +36,13 @@ def test_kind_tables_become_typed_configs(config_file):
     assert settings.candidate_config("pretrained") == KINDS["pretrained"].config_class()
 
 
+def test_split_options_default_on_and_each_can_be_turned_off(config_file):
+    assert config_file("").split == SplitOptions(True, True, True, True)
+    settings = config_file("[split]\nremove_punctuation = false\nremove_mentions = false\n")
+    assert settings.split == SplitOptions(remove_punctuation=False, remove_mentions=False)
+    assert settings.split.remove_urls and settings.split.remove_retweet_marker
+
+
 @pytest.mark.parametrize(("toml", "message"), [
     ('[tfidf]\nalpha = [0.1]\n', "unknown setting in [tfidf]: alpha"),
     ('[tfidf]\nword_ngram_range = [1]\n', "[tfidf] word_ngram_range = [1]: expected a list of 2 values"),
@@ -53,6 +60,8 @@ def test_kind_tables_become_typed_configs(config_file):
     ('[labelled_source]\ncolour = "red"\n', "unknown setting in [labelled_source]: colour"),
     ('tfidf = 3\n', "[tfidf] must be a table of settings, got int"),
     ('nightly = true\n', "unknown setting in"),
+    ('[split]\nremove_urls = "yes"\n', "[split] remove_urls = 'yes': expected true or false"),
+    ('[split]\nremove_emoji = true\n', "unknown setting in [split]: remove_emoji"),
     ('[bert\nepochs = 1\n', "is not valid TOML"),
 ])
 def test_mistakes_fail_at_load_time_naming_the_setting(config_file, toml, message):

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from sklearn import metrics
 
 from support import KeywordModel
+from tasks.calibration import softmax
 from tasks.evaluate import (
     Comparison,
     EvaluationReport,
@@ -20,6 +21,7 @@ from tasks.evaluate import (
     directory_size_bytes,
     evaluate_all,
     evaluate_model,
+    expected_calibration_error,
     mcnemar,
     paired_bootstrap,
     paired_bootstrap_macro_f1,
@@ -396,6 +398,64 @@ def test_ece_measures_over_confidence():
     assert evaluation.ece == pytest.approx(0.45, abs=1e-12)
 
 
+def brute_force_ece(confidences, correct, n_bins=15):
+    """ECE by a loop over bins and rows: bins (lower, upper], the first also holding 0."""
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    total = 0.0
+    for b in range(n_bins):
+        members = [i for i, c in enumerate(confidences)
+                   if edges[b] < c <= edges[b + 1] or (b == 0 and c == 0.0)]
+        if members:
+            accuracy = sum(bool(correct[i]) for i in members) / len(members)
+            confidence = sum(confidences[i] for i in members) / len(members)
+            total += len(members) * abs(accuracy - confidence)
+    return total / len(confidences)
+
+
+@given(st.lists(st.tuples(st.sampled_from([0.0, 1 / 3, 0.2, 0.4, 1.0]) | st.floats(0.0, 1.0), st.booleans()),
+                min_size=1, max_size=60))
+@settings(max_examples=200, deadline=None)
+def test_ece_matches_a_brute_force_loop(rows):
+    confidences = [c for c, _ in rows]
+    correct = [ok for _, ok in rows]
+    assert expected_calibration_error(np.array(confidences), np.array(correct)) == pytest.approx(
+        brute_force_ece(confidences, correct), abs=1e-12)
+
+
+class ScaledLogitModel:
+    """softmax(logits / T) of fixed per-text logits, with its T exposed as a calibrated model does."""
+
+    kind = "scaled"
+
+    def __init__(self, labels, logits, temperature):
+        self.labels, self.logits, self.calibration_temperature = list(labels), logits, temperature
+
+    def predict_proba(self, texts):
+        return softmax(np.array([self.logits[t] for t in texts]), self.calibration_temperature)
+
+
+def test_ece_before_calibration_is_the_ece_of_the_model_at_t_one():
+    rng = np.random.default_rng(8)
+    labels = ["a", "b", "c"]
+    texts = [f"t{i}" for i in range(300)]
+    logits = {t: rng.normal(0, 3, 3) for t in texts}
+    true_labels = [labels[rng.integers(3)] for _ in texts]
+    y = np.array([labels.index(label) for label in true_labels])
+
+    evaluation = evaluate_model("m", ScaledLogitModel(labels, logits, 2.5), texts, true_labels, labels)
+
+    def reference(temperature):
+        p = softmax(np.array([logits[t] for t in texts]), temperature)
+        return brute_force_ece(list(p.max(axis=1)), list(p.argmax(axis=1) == y))
+
+    assert evaluation.temperature == 2.5
+    assert evaluation.ece == pytest.approx(reference(2.5), abs=1e-9)
+    assert evaluation.ece_uncalibrated == pytest.approx(reference(1.0), abs=1e-9)
+    assert sum(b["count"] for b in evaluation.reliability_bins_uncalibrated) == 300
+    plain = evaluate_model("k", KeywordModel(labels), texts, true_labels, labels)
+    assert plain.temperature is None and plain.ece_uncalibrated is None
+
+
 def test_reliability_bins_include_their_upper_edge():
     edges = np.linspace(0.0, 1.0, 16)
     confidences = np.array([0.0, edges[3], edges[3] + 1e-9, 1.0])
@@ -451,6 +511,25 @@ def test_compare_matches_its_parts():
         y_true, strong.predictions, weak.predictions
     )
     assert compare(strong, weak, y_true, n_resamples=500, seed=3) == comparison
+
+
+def test_compare_on_some_rows_is_compare_of_those_rows_alone():
+    texts, true_labels, labels = synthetic_split(3, n_rows=240, seed=4)
+    rows = np.random.default_rng(1).choice(240, size=90, replace=False)
+    strong, weak = NoisyKeywordModel(labels, tilt=2.0), NoisyKeywordModel(labels, tilt=0.5)
+    full = [evaluate_model(n, m, texts, true_labels, labels) for n, m in (("s", strong), ("w", weak))]
+    sub_texts, sub_labels = [texts[i] for i in rows], [true_labels[i] for i in rows]
+    alone = [evaluate_model(n, m, sub_texts, sub_labels, labels) for n, m in (("s", strong), ("w", weak))]
+
+    restricted = compare(*full, true_labels, n_resamples=300, seed=2, rows=rows)
+
+    assert restricted == compare(*alone, sub_labels, n_resamples=300, seed=2)
+    assert restricted.rows_compared == 90 and sum(restricted.class_support.values()) == 90
+    report = evaluate_all({"s": strong, "w": weak}, texts, true_labels, labels, "w", n_resamples=300,
+                          seed=2, comparison_rows=rows)
+    assert report.comparisons == [restricted] and report.evaluation("s").n == 240
+    assert evaluate_all({"s": strong, "w": weak}, texts, true_labels, labels, "w",
+                        comparison_rows=[]).comparisons == []  # nothing to judge on: no comparison
 
 
 def test_compare_refuses_different_label_orders():

@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from tasks import db
-from tasks.extract import SPLIT_SCHEME, extract_snapshot, normalize_text, read_snapshot, split_of
+from tasks.config import SplitOptions
+from tasks.extract import (
+    SCHEME_V1,
+    SCHEME_V2,
+    SPLIT_SCHEME,
+    extract_snapshot,
+    normalize_text,
+    read_snapshot,
+    scheme_options,
+    split_key_text,
+    split_of,
+    split_scheme,
+    split_under_scheme,
+)
 from tasks.importer import CsvOptions, Record, import_records
 
 START = datetime(2026, 11, 18, 2, tzinfo=UTC)
@@ -116,3 +132,70 @@ def test_rows_quarantined_by_validation_are_not_extracted(settings, tmp_path):
         }])
     frame = read_snapshot(extract_snapshot(settings, START, END, tmp_path / "q.parquet").path)
     assert frame["id"].tolist() == ["1"]
+
+
+WORDS = st.text(st.characters(codec="latin-1", categories=("Ll", "Lu", "Nd")), min_size=1, max_size=12)
+
+
+@given(st.lists(WORDS, min_size=1, max_size=8), st.sampled_from(["bob", "Some_User1"]),
+       st.sampled_from(["http://t.co/abc", "https://example.com/a?b=1", "www.site.org/x"]),
+       st.sampled_from(["!", "...", " ,", "?!", ""]))
+@hsettings(max_examples=200, deadline=None)
+def test_retweets_link_and_punctuation_variants_share_a_split(words, user, url, punctuation):
+    text = " ".join(words)
+    variants = [f"RT @{user}: {text}", f"{text} {url}", f"@{user} {text}{punctuation}",
+                f"rt @{user} {text} {url}{punctuation}", f"{text.upper()} {url}"]
+    assert {split_key_text(v) for v in variants} == {split_key_text(text)}
+    assert {split_of(v, i) for i, v in enumerate(variants)} == {split_of(text, 99)}
+
+
+def test_each_option_removes_only_its_own_noise():
+    text = "RT @ann: Great, game! http://t.co/x @bob"
+    off = SplitOptions(remove_retweet_marker=False, remove_urls=False, remove_mentions=False,
+                       remove_punctuation=False)
+    assert split_key_text(text, off) == normalize_text(text)
+    assert split_key_text(text, replace(off, remove_retweet_marker=True)) == "great, game! http://t.co/x @bob"
+    assert split_key_text(text, replace(off, remove_urls=True)) == "rt @ann: great, game! @bob"
+    assert split_key_text(text, replace(off, remove_mentions=True)) == "rt : great, game! http://t.co/x"
+    assert split_key_text(text, SplitOptions()) == "great game"
+    assert split_key_text("rtfm, people") == "rtfm people"  # a word that starts with rt stays
+    assert split_key_text("http://t.co/only @someone") == "http://t.co/only @someone"  # nothing left
+
+
+def test_scheme_names_encode_the_options_and_all_off_is_v2():
+    assert SPLIT_SCHEME == "near-duplicate-text-sha256-v3:rt,urls,mentions,punct"
+    for options in (SplitOptions(), SplitOptions(remove_punctuation=False),
+                    SplitOptions(remove_urls=False, remove_mentions=False)):
+        assert scheme_options(split_scheme(options)) == options
+    off = scheme_options(SCHEME_V2)
+    assert off is not None and split_scheme(off) == SCHEME_V2
+    assert scheme_options(None) is None and scheme_options(SCHEME_V1) is None
+    with pytest.raises(ValueError, match="unknown split scheme"):
+        scheme_options("something-else")
+
+
+def _reference_split(key: str) -> str:
+    unit = int.from_bytes(hashlib.sha256(f"textclf-split:{key}".encode()).digest()[:8], "big") / 2**64
+    return "train" if unit < 0.8 else "validation" if unit < 0.9 else "test"
+
+
+@given(st.text(min_size=1, max_size=40).filter(str.strip), st.integers(1, 10**9))
+@hsettings(max_examples=200, deadline=None)
+def test_recorded_schemes_reproduce_the_splits_they_made(text, row_id):
+    # v1 hashed the row id, v2 the normalised text: an old deployment's rows keep their old split.
+    assert split_under_scheme(None, text, row_id) == _reference_split(str(row_id))
+    assert split_under_scheme(SCHEME_V1, text, row_id) == _reference_split(str(row_id))
+    assert split_under_scheme(SCHEME_V2, text, row_id) == _reference_split(f"text:{normalize_text(text)}")
+    assert split_under_scheme(SPLIT_SCHEME, text, row_id) == split_of(text, row_id)
+
+
+def test_the_split_options_of_the_settings_decide_the_splits_and_the_scheme(settings, tmp_path):
+    texts = [f"RT @user{n}: tweet number {n}!" for n in range(300)]
+    load(settings, [(n + 1, text, "ab"[n % 2], START - timedelta(hours=1)) for n, text in enumerate(texts)])
+    v2 = replace(settings, split=scheme_options(SCHEME_V2))
+    old = extract_snapshot(v2, START, END, tmp_path / "v2.parquet")
+    new = extract_snapshot(settings, START, END, tmp_path / "v3.parquet")
+    assert old.fingerprint["split_scheme"] == SCHEME_V2 and new.fingerprint["split_scheme"] == SPLIT_SCHEME
+    assert read_snapshot(old.path)["split"].tolist() == [split_under_scheme(SCHEME_V2, t, 0) for t in texts]
+    assert read_snapshot(new.path)["split"].tolist() == [_reference_split(f"text:tweet number {n}")
+                                                         for n in range(300)]

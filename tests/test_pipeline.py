@@ -53,3 +53,39 @@ def test_steps_learning_curve_and_a_champion_changed_during_the_run(settings, pg
     assert before == other  # judged against the champion in place at promotion time
     assert roles == ["candidate", "champion"]
     assert result["previous"] == other
+
+
+def test_a_champion_of_an_older_split_scheme_is_compared_only_on_rows_it_never_saw(settings, pg, tiny_tfidf_dir):
+    """A deployment changes its split key ([split] options or a new scheme in the code): the
+    champion, trained under the old scheme, saw some of the new test rows. Evaluation still
+    scores it on every new test row (the leaderboard), but the comparisons that decide promotion
+    use only the test rows that were test rows under its scheme too."""
+    from tasks.extract import SCHEME_V2, SPLIT_SCHEME, read_snapshot, split_under_scheme
+
+    start, end = manual_run_interval(DAY.date())
+    seed(settings, days=3, per_day=60, end=end)
+    snapshot = extract_step(settings, "run-s", start, end)
+    assert snapshot["fingerprint"]["split_scheme"] == SPLIT_SCHEME
+    validation = validate_step(settings, "run-s", DAY, snapshot)
+    with_old_scheme = {**validation["fingerprint"], "split_scheme": SCHEME_V2}
+    old_champion = in_transaction(
+        settings, registry.register_model, settings, kind="tfidf", staged_dir=tiny_tfidf_dir,
+        labels=validation["labels"], params={}, metrics={}, data_fingerprint=with_old_scheme,
+        run_id="old", logical_date=None, train_seconds=1.0, peak_memory_bytes=None, training_key="old")
+    in_transaction(settings, registry.apply_run_decision, run_id="run-old", interval_end=start,
+                   expected_champion=None, winner=old_champion, summary="old", reasons={}, actor="test")
+    candidate = train_step(settings, "tfidf", "run-s", DAY, validation, RunOptions(candidates=("tfidf",)))
+
+    evaluation = evaluate_step(settings, "run-s", validation, [candidate], RunOptions(candidates=("tfidf",)))
+
+    test = read_snapshot(validation["clean_path"]).query("split == 'test'")
+    unseen = sum(split_under_scheme(SCHEME_V2, t, i) == "test" for t, i in zip(test["text"], test["id"], strict=True))
+    assert 0 < unseen < len(test)
+    (comparison, champion_rows, roles), = fetch(
+        pg, "SELECT c.comparison, h.test_rows, c.role FROM textclf.evaluations c "
+            "JOIN textclf.evaluations h ON h.run_id = c.run_id AND h.role = 'champion' "
+            "WHERE c.run_id = 'run-s' AND c.role = 'candidate'")
+    assert evaluation["champion"] == old_champion and champion_rows == len(test)
+    assert comparison["rows_compared"] == unseen
+    page = (settings.run_dir("run-s") / "report" / "index.html").read_text()
+    assert "another split scheme" in page

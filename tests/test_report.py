@@ -94,7 +94,8 @@ def test_report_escapes_user_strings(tmp_path):
     assert "champion &lt;b&gt;" in page
     assert "<i>title</i>" not in page
     assert "onerror=alert(1)>" not in page
-    assert len(linked_images(page)) == 3  # two confusion matrices and calibration, nothing injected
+    # two confusion matrices, the calibration overview and one reliability diagram per model
+    assert len(linked_images(page)) == 5
 
 
 @pytest.mark.parametrize("n_labels", [2, 50])
@@ -141,3 +142,39 @@ def test_learning_curve_calls_every_kind_and_fraction():
 def test_learning_curve_rejects_bad_fractions():
     with pytest.raises(ValueError, match="fraction"):
         learning_curve(lambda kind, fraction: (1, 0.0, 0.0), ["tfidf"], fractions=(0.0, 1.0))
+
+
+class CalibratedKeywordModel(KeywordModel):
+    """A keyword model whose probabilities went through temperature scaling with T."""
+
+    kind = "calibrated"
+
+    def __init__(self, labels, confidence, temperature):
+        super().__init__(labels, confidence)
+        self.calibration_temperature = temperature
+
+    def predict_proba(self, texts):
+        from tasks.calibration import temperature_scaled
+
+        return temperature_scaled(super().predict_proba(texts), self.calibration_temperature)
+
+
+def test_report_shows_each_models_reliability_and_its_ece_before_and_after_calibration(tmp_path):
+    labels = ["neg", "neu", "pos"]
+    rng = np.random.default_rng(2)
+    truth = rng.integers(0, 3, size=150)
+    texts = [f"doc {labels[t] if rng.random() < 0.7 else labels[rng.integers(3)]}" for t in truth]
+    models = {"plain": KeywordModel(labels, 0.9), "scaled": CalibratedKeywordModel(labels, 0.9, 2.0)}
+    report = evaluate_all(models, texts, [labels[t] for t in truth], labels, None)
+    scaled = report.evaluation("scaled")
+    assert scaled.ece_uncalibrated == pytest.approx(report.evaluation("plain").ece, abs=1e-12)
+
+    page = write_report(tmp_path, report, "Study").read_text(encoding="utf-8")
+
+    per_model = [i for i in linked_images(page) if re.fullmatch(r"calibration_\d\d_.+\.png", i)]
+    assert per_model == ["calibration_01_plain.png", "calibration_02_scaled.png"]
+    assert all((tmp_path / i).read_bytes().startswith(PNG_SIGNATURE) for i in per_model)
+    row = re.search(r"<tr><td>scaled</td>(.*?)</tr>", page.split("temperature T")[1]).group(1)
+    assert re.findall(r"<td>([^<]*)</td>", row)[:4] == [
+        "calibrated", "2.000", f"{scaled.ece_uncalibrated:.4f}", f"{scaled.ece:.4f}"]
+    assert "not scaled" in page

@@ -42,8 +42,8 @@ def import_graph() -> dict[str, set[str]]:
 
 # Layers, lowest first: a module may import its own layer or lower ones, never a higher one.
 LAYERS: list[set[str]] = [
-    {"errors", "metrics", "normalize", "console", "process_guard", "k8s", "storage", "typed",
-     "observability", "candidates.base"},
+    {"errors", "metrics", "calibration", "normalize", "console", "process_guard", "k8s", "storage",
+     "typed", "observability", "candidates.base"},
     {"candidates.*"},  # the kinds and KINDS: model code, nothing of the pipeline
     {"config"},
     {"db", "airflow_client"},

@@ -10,6 +10,7 @@ import itertools
 import json
 import math
 import random
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,8 +24,10 @@ from safetensors.torch import load_file
 from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
 
 from support import TOPICS, make_corpus, tiny_config
+from tasks.calibration import fit_temperature, log_probabilities, negative_log_likelihood, temperature_scaled
 from tasks.candidates.bert import BertConfig
 from tasks.candidates.bert.model import (
+    INFERENCE_CONFIG_NAME,
     BertClassifier,
     MeanPoolingClassifier,
     checkpoint_pooling,
@@ -551,6 +554,31 @@ def test_saved_model_keeps_its_label_maps_and_uses_safetensors(twelve_class_run)
     assert np.allclose(classifier.predict_proba(held_out[:8]), reloaded.predict_proba(held_out[:8]))
 
 
+def test_saved_model_carries_the_temperature_fitted_on_its_validation_logits(twelve_class_run, tmp_path):
+    labels, result, held_out, _ = twelve_class_run
+    validation, validation_labels = make_corpus(labels, rows=96, seed=6, lines=3)  # as the fixture drew them
+    validation, validation_labels = validation[:48], validation_labels[:48]
+    inference = json.loads((result.output_dir / INFERENCE_CONFIG_NAME).read_text())
+    assert inference["temperature"] == result.temperature and result.temperature != 1.0
+
+    # A model saved before calibration (no temperature in its JSON) loads with T = 1.
+    old = tmp_path / "old"
+    shutil.copytree(result.output_dir, old)
+    (old / INFERENCE_CONFIG_NAME).write_text(json.dumps({k: v for k, v in inference.items() if k != "temperature"}))
+    uncalibrated = BertClassifier.load(old)
+    assert uncalibrated.calibration_temperature == 1.0
+    calibrated = BertClassifier.load(result.output_dir)
+    assert calibrated.predict_proba(held_out) == pytest.approx(
+        temperature_scaled(uncalibrated.predict_proba(held_out), result.temperature), abs=1e-9)
+
+    # The stored T minimises the validation NLL of the saved model's logits.
+    scores = log_probabilities(uncalibrated.predict_proba(validation))
+    targets = [uncalibrated.labels.index(label) for label in validation_labels]
+    grid = np.geomspace(0.05, 20, 400)
+    best = grid[np.argmin([negative_log_likelihood(scores, targets, t) for t in grid])]
+    assert abs(math.log(result.temperature / best)) <= math.log(grid[1] / grid[0]) + 1e-3
+
+
 # --- the pretrained candidate ----------------------------------------------------------------------------------
 
 
@@ -595,6 +623,28 @@ def test_pretrained_candidate_maps_and_renormalises_model_labels(sentiment_check
     reloaded = PretrainedClassifier.load(tmp_path)
     assert (reloaded.kind, reloaded.labels, reloaded.label_map) == ("pretrained", labels, candidate.label_map)
     assert np.allclose(reloaded.predict_proba(texts), probabilities)
+
+
+def test_pretrained_candidate_is_temperature_scaled_on_validation_rows(sentiment_checkpoint, tmp_path):
+    texts = [f"{word} day number {i}" for i in range(30) for word in ("great", "awful", "plain")]
+    truth = ["positive", "negative", "neutral"] * 30
+    labels = ["negative", "neutral", "positive"]
+    candidate = PretrainedClassifier.from_checkpoint(
+        str(sentiment_checkpoint), {"POS": "positive", "NEG": "negative", "MEH": "neutral"}, labels)
+    before = candidate.predict_proba(texts)
+    assert candidate.calibration_temperature == 1.0
+
+    temperature = candidate.calibrate(texts, truth)
+
+    targets = [labels.index(label) for label in truth]
+    assert temperature == pytest.approx(fit_temperature(log_probabilities(before), targets))
+    assert candidate.predict_proba(texts) == pytest.approx(temperature_scaled(before, temperature), abs=1e-12)
+    candidate.save(tmp_path)
+    assert PretrainedClassifier.load(tmp_path).calibration_temperature == temperature
+    definition = json.loads((tmp_path / "pretrained_candidate.json").read_text())
+    del definition["temperature"]  # a candidate saved before calibration
+    (tmp_path / "pretrained_candidate.json").write_text(json.dumps(definition))
+    assert PretrainedClassifier.load(tmp_path).predict_proba(texts) == pytest.approx(before, abs=1e-12)
 
 
 def test_pretrained_candidate_adds_up_labels_mapped_together(sentiment_checkpoint):

@@ -28,7 +28,7 @@ def train(job: TrainingJob, config: BertConfig) -> TrainedModel:
                 "pooling": result.pooling},
         metrics={"val_macro_f1": result.best_val_macro_f1, "global_step": result.global_step,
                  "epochs_run": result.epochs_run, "device": result.device,
-                 "train_seconds": result.train_seconds},
+                 "train_seconds": result.train_seconds, "temperature": result.temperature},
         peak_memory_bytes=result.peak_memory_bytes,
     )
 

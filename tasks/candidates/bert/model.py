@@ -149,8 +149,10 @@ def predict_model_probabilities(
     max_length: int,
     head_fraction: float,
     batch_size: int = 64,
+    temperature: float = 1.0,
 ) -> np.ndarray:
-    """Softmax over the model's labels (columns in id order), one row per text, float64."""
+    """Softmax of logits / ``temperature`` over the model's labels (columns in id order), one row
+    per text, float64."""
     encoded = encode_texts(tokenizer, texts, max_length, head_fraction)
     probabilities = np.zeros((len(encoded), model.config.num_labels or 0))
     device = next(model.parameters()).device
@@ -160,7 +162,7 @@ def predict_model_probabilities(
         batch = tokenizer.pad({"input_ids": [encoded[i] for i in rows]}, return_tensors="pt").to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             logits = model(**batch).logits
-        probabilities[rows] = torch.softmax(logits.double(), dim=-1).cpu().numpy()
+        probabilities[rows] = torch.softmax(logits.double() / temperature, dim=-1).cpu().numpy()
     return probabilities
 
 
@@ -171,17 +173,20 @@ def model_labels(model: PreTrainedModel) -> list[str]:
 
 
 class BertClassifier:
-    """A model saved by fine_tune, predicting with the truncation it was trained with."""
+    """A model saved by fine_tune, predicting with the truncation it was trained with and the
+    softmax temperature fitted on its validation rows (1.0 for models saved before calibration)."""
 
     kind = "bert"
 
     def __init__(
-        self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, max_length: int, head_fraction: float
+        self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, max_length: int, head_fraction: float,
+        temperature: float = 1.0,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.head_fraction = head_fraction
+        self.calibration_temperature = temperature
         self.labels = model_labels(model)
 
     @classmethod
@@ -196,10 +201,12 @@ class BertClassifier:
             tokenizer = AutoTokenizer.from_pretrained(directory)
         else:
             model, tokenizer = load_classification_model(directory)
-        return cls(model, tokenizer, inference["max_length"], inference["head_fraction"])
+        return cls(model, tokenizer, inference["max_length"], inference["head_fraction"],
+                   inference.get("temperature", 1.0))
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """Probabilities, one row per text summing to 1, columns in `self.labels` order."""
         return predict_model_probabilities(
-            self.model, self.tokenizer, texts, self.max_length, self.head_fraction, batch_size
+            self.model, self.tokenizer, texts, self.max_length, self.head_fraction, batch_size,
+            self.calibration_temperature,
         )

@@ -57,6 +57,7 @@ from transformers import (  # noqa: E402
 from transformers.trainer_pt_utils import get_length_grouped_indices, get_parameter_names  # noqa: E402
 from transformers.trainer_utils import get_last_checkpoint  # noqa: E402
 
+from tasks.calibration import fit_temperature
 from tasks.candidates.bert.config import BertConfig  # noqa: E402
 from tasks.candidates.bert.model import (  # noqa: E402
     INFERENCE_CONFIG_NAME,
@@ -95,6 +96,7 @@ class TrainResult:
     batch_size: int  # the micro-batch really used (smaller than configured after an out-of-memory retry)
     gradient_accumulation_steps: int
     pooling: str
+    temperature: float = 1.0  # softmax temperature fitted on the validation rows (tasks.calibration)
 
 
 def build_optimizer_grouped_parameters(model: nn.Module, cfg: BertConfig) -> list[dict]:
@@ -459,8 +461,10 @@ def _train_once(
     best: Any = trainer.model  # the best checkpoint's weights (load_best_model_at_end)
     best.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
+    temperature = _validation_temperature(trainer, val_dataset)
     (output_dir / INFERENCE_CONFIG_NAME).write_text(json.dumps(
-        {"max_length": cfg.max_length, "head_fraction": cfg.head_fraction, "pooling": pooling}, indent=2))
+        {"max_length": cfg.max_length, "head_fraction": cfg.head_fraction, "pooling": pooling,
+         "temperature": temperature}, indent=2))
     return TrainResult(
         output_dir=output_dir,
         train_seconds=train_seconds,
@@ -473,4 +477,14 @@ def _train_once(
         batch_size=batch_size,
         gradient_accumulation_steps=accumulation,
         pooling=pooling,
+        temperature=temperature,
     )
+
+
+def _validation_temperature(trainer: Trainer, val_dataset: list[dict]) -> float:
+    """The best model's softmax temperature, fitted on its logits for the validation rows."""
+    if not val_dataset:
+        return 1.0
+    output = trainer.predict(val_dataset)  # type: ignore[arg-type]
+    logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
+    return fit_temperature(np.asarray(logits, dtype=np.float64), np.asarray(output.label_ids))

@@ -1,5 +1,5 @@
-"""Candidate kind ``pretrained``: an already fine-tuned checkpoint, evaluated as it is, its
-labels translated through ``label_map`` (``model.py``, which scores through ``bert/model.py``). Off unless enabled."""
+"""Candidate kind ``pretrained``: an already fine-tuned checkpoint, evaluated as it is (only its
+softmax temperature is fitted on the validation rows, tasks.calibration), its labels translated through ``label_map`` (``model.py``, which scores through ``bert/model.py``). Off unless enabled."""
 
 from __future__ import annotations
 
@@ -18,11 +18,12 @@ def train(job: TrainingJob, config: PretrainedConfig) -> TrainedModel:
     if not config.checkpoint:
         raise Skip("no pre-trained checkpoint configured ([pretrained] checkpoint)")
     model = PretrainedClassifier.from_checkpoint(config.checkpoint, config.label_map, job.labels, config.max_length)
+    temperature = model.calibrate(job.validation["text"].tolist(), job.validation["label"].tolist())
     model.save(job.output_dir)
     return TrainedModel(
         params={"checkpoint": config.checkpoint, "label_map": model.label_map,
                 "max_length": model.max_length},
-        metrics={},
+        metrics={"temperature": temperature},
     )
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from tasks.calibration import fit_temperature, label_targets, log_probabilities, temperature_scaled
 from tasks.candidates.bert.model import load_classification_model, predict_model_probabilities
 from tasks.candidates.bert.model import model_labels as labels_of
 
@@ -35,6 +36,7 @@ class PretrainedClassifier:
         labels: list[str],
         max_length: int = BERT_POSITION_LIMIT,
         head_fraction: float = 0.25,
+        temperature: float = 1.0,
     ) -> None:
         unknown_targets = sorted(set(label_map.values()) - set(labels))
         if unknown_targets:
@@ -42,6 +44,7 @@ class PretrainedClassifier:
         self.checkpoint = checkpoint
         self.labels = list(labels)
         self.head_fraction = head_fraction
+        self.calibration_temperature = temperature  # fitted on our validation rows by train()
         self._model, self._tokenizer = model, tokenizer
         self.max_length = min(max_length, self._tokenizer.model_max_length)
         model_labels = labels_of(self._model)
@@ -65,18 +68,30 @@ class PretrainedClassifier:
         labels: list[str],
         max_length: int = BERT_POSITION_LIMIT,
         head_fraction: float = 0.25,
+        temperature: float = 1.0,
     ) -> PretrainedClassifier:
         """Load the checkpoint (safetensors only) and translate its labels through ``label_map``."""
         model, tokenizer = load_classification_model(checkpoint)
-        return cls(model, tokenizer, checkpoint, label_map, labels, max_length, head_fraction)
+        return cls(model, tokenizer, checkpoint, label_map, labels, max_length, head_fraction, temperature)
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        """Probabilities, one row per text summing to 1, columns in `self.labels` order (see the module doc)."""
+        """Probabilities, one row per text summing to 1, columns in `self.labels` order (see the module doc),
+        temperature-scaled: the mapped probabilities p become p ** (1 / T), renormalised."""
+        return temperature_scaled(self.uncalibrated_proba(texts, batch_size), self.calibration_temperature)
+
+    def uncalibrated_proba(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         model_probabilities = predict_model_probabilities(
             self._model, self._tokenizer, texts, self.max_length, self.head_fraction, batch_size
         )
         mapped = model_probabilities @ self._mapping
         return mapped / mapped.sum(axis=1, keepdims=True)
+
+    def calibrate(self, texts: Sequence[str], true_labels: Sequence[str]) -> float:
+        """Fit the temperature on labelled rows (our validation split); returns it."""
+        rows, targets = label_targets(list(true_labels), self.labels)
+        scores = log_probabilities(self.uncalibrated_proba([texts[i] for i in rows]))
+        self.calibration_temperature = fit_temperature(scores, targets)
+        return self.calibration_temperature
 
     def save(self, directory: str | Path) -> Path:
         """Write the candidate's definition (not the weights: they stay at `checkpoint`) as a small JSON file."""
@@ -88,6 +103,7 @@ class PretrainedClassifier:
             "labels": self.labels,
             "max_length": self.max_length,
             "head_fraction": self.head_fraction,
+            "temperature": self.calibration_temperature,
         }
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -104,4 +120,5 @@ class PretrainedClassifier:
             definition["labels"],
             definition["max_length"],
             definition["head_fraction"],
+            definition.get("temperature", 1.0),  # saved before calibration: as it was
         )

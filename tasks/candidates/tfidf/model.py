@@ -15,6 +15,8 @@ from sklearn.feature_extraction import FeatureHasher
 from sklearn.feature_extraction.text import HashingVectorizer
 from sklearn.preprocessing import normalize
 
+from tasks.calibration import softmax
+
 WEIGHTS_FILE = "model.safetensors"
 
 
@@ -167,6 +169,10 @@ class TfidfClassifier:
         self.labels = list(labels)
         self.temperature = temperature
 
+    @property
+    def calibration_temperature(self) -> float:
+        return self.temperature
+
     def decision_function(self, texts: Sequence[str]) -> np.ndarray:
         scores = np.asarray(self.features.transform(texts) @ self.coef.T) + self.intercept
         return scores.ravel() if self.coef.shape[0] == 1 else scores  # binary: one margin column
@@ -174,7 +180,7 @@ class TfidfClassifier:
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         if len(texts) == 0:
             return np.zeros((0, len(self.labels)))
-        proba = softmax_scores(self.decision_function(texts), self.temperature)
+        proba = softmax(self.decision_function(texts), self.temperature)
         out = np.zeros((len(texts), len(self.labels)))
         for j, label in enumerate(self.labels):
             if label in self.classes:
@@ -223,8 +229,12 @@ class LegacyTfidfClassifier:
         self.labels = list(labels)
         self.temperature = temperature
 
+    @property
+    def calibration_temperature(self) -> float:
+        return self.temperature
+
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        proba = softmax_scores(self.pipeline.decision_function(list(texts)), self.temperature)
+        proba = softmax(self.pipeline.decision_function(list(texts)), self.temperature)
         classes = list(self.pipeline.classes_)
         out = np.zeros((len(texts), len(self.labels)))
         for j, label in enumerate(self.labels):
@@ -243,12 +253,3 @@ class LegacyTfidfClassifier:
         pipeline = skops.io.load(path, trusted=sorted(skops.io.get_untrusted_types(file=path)))
         meta = json.loads((directory / META_FILE).read_text())
         return cls(pipeline, meta["labels"], meta["temperature"])
-
-
-def softmax_scores(scores: np.ndarray, temperature: float) -> np.ndarray:
-    if scores.ndim == 1:  # binary linear models return one column: the positive class's margin
-        scores = np.column_stack([-scores, scores])
-    z = scores / temperature
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)

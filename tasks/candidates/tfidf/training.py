@@ -40,8 +40,9 @@ import numpy as np
 from scipy import sparse
 from sklearn.linear_model import SGDClassifier
 
+from tasks.calibration import fit_temperature, label_targets
 from tasks.candidates.tfidf.config import TfidfConfig
-from tasks.candidates.tfidf.model import HashedTfidf, TfidfClassifier, softmax_scores
+from tasks.candidates.tfidf.model import HashedTfidf, TfidfClassifier
 from tasks.metrics import macro_f1_of_labels
 
 log = logging.getLogger(__name__)
@@ -168,7 +169,8 @@ def train_tfidf(
     model = models[best]
     alpha, power = grid[best]
     decision = model.decision_function(x_val)
-    temperature = fit_temperature(decision, model.classes_, list(val_labels))
+    rows, targets = label_targets(list(val_labels), [str(c) for c in model.classes_])
+    temperature = fit_temperature(decision[rows], targets)
     classifier = TfidfClassifier(features, model.coef_, model.intercept_, [str(c) for c in model.classes_],
                                  labels, temperature)
     result = TfidfTrainResult(
@@ -181,19 +183,3 @@ def train_tfidf(
         train_rows=n,
     )
     return classifier, result
-
-
-def fit_temperature(scores: np.ndarray, classes: np.ndarray, true_labels: Sequence[str]) -> float:
-    """The softmax temperature with the lowest validation log loss (grid search, 1-D)."""
-    index = {label: i for i, label in enumerate(classes)}
-    known = [(row, index[y]) for row, y in enumerate(true_labels) if y in index]
-    if not known:
-        return 1.0
-    rows, cols = map(np.array, zip(*known, strict=True))
-    best_t, best_loss = 1.0, np.inf
-    for t in np.geomspace(0.02, 5.0, 60):
-        p = softmax_scores(scores[rows], t)[np.arange(len(rows)), cols]
-        loss = -np.log(np.clip(p, 1e-12, 1)).mean()
-        if loss < best_loss:
-            best_t, best_loss = float(t), loss
-    return best_t
