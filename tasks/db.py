@@ -796,6 +796,25 @@ def run_decision(cur, run_id: str) -> dict[str, Any] | None:
     return _one_dict(cur)
 
 
+def reign_tested_nights(cur, champion: int, since: datetime) -> list[dict[str, Any]]:
+    """The nights (data interval ends) already judged against ``champion`` in its reign that
+    began at ``since``, whose test spent lifetime budget: night number and level, as recorded
+    in each decision's reasons; the first decision of a date counts."""
+    cur.execute(
+        """
+        SELECT DISTINCT ON (interval_end) interval_end,
+               (reasons->'budget'->>'night')::int AS night,
+               (reasons->'budget'->>'level')::float8 AS level
+        FROM textclf.promotion_decisions
+        WHERE decision = 'kept' AND champion_before = %s AND interval_end >= %s
+          AND (reasons->'budget'->>'spent')::boolean
+        ORDER BY interval_end, id
+        """,
+        (champion, since),
+    )
+    return all_dicts(cur)
+
+
 def champion_history(cur) -> list[dict[str, Any]]:
     cur.execute(
         """
