@@ -24,7 +24,7 @@ def snapshot(settings: Settings, runs: int = 30) -> dict[str, Any]:
         scores = db.nightly_scores(cur, runs * 2)
         summaries = db.run_summaries(cur, runs)
         champion = next((m for m in models if m["is_champion"]), None)
-        budget = lifetime_budget(cur, settings, champion)
+        budget = lifetime_budget(cur, settings)
     for model in models:  # an object-store URI may carry credentials: never show them
         model["artifact_uri"] = db.masked(model["artifact_uri"] or "")
     return {
@@ -115,10 +115,10 @@ def chart(scores: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def lifetime_budget(cur, settings: Settings, champion: dict[str, Any] | None) -> dict[str, Any] | None:
+def lifetime_budget(cur, settings: Settings) -> dict[str, Any] | None:
     """How much of the current champion's lifetime error budget its reign has spent."""
     current = db.current_champion_row(cur)
-    if champion is None or current is None:
+    if current is None:
         return None
     policy = settings.promotion
     nights = db.reign_tested_nights(cur, current["model_version"], current["effective_from"])

@@ -31,12 +31,14 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tasks.config import PromotionPolicy
-from tasks.evaluate import Comparison, ModelEvaluation
+
+if TYPE_CHECKING:  # the registry page imports this module: scipy (via evaluate) costs seconds
+    from tasks.evaluate import Comparison, ModelEvaluation
 
 TIE_TOLERANCE = 1e-9
 # Share of each lifetime window's alpha spent front-loaded (night k of the window gets a share

@@ -186,7 +186,7 @@ def simulated_models(rng, accuracies: list[float], rows: int):
 
 def run_decisions(n_simulations: int, champion_accuracy: float, challenger_accuracies: list[float],
                   seed: int, rows: int = N_TEST_ROWS, policy: PromotionPolicy | None = None):
-    """(promotions, runs where a class vetoed some challenger) over the simulations."""
+    """(promotions, challengers vetoed by some class) over the simulations."""
     policy = policy or PromotionPolicy()
     rng = np.random.default_rng(seed)
     labels = [f"c{i}" for i in range(N_CLASSES)]
@@ -202,7 +202,7 @@ def run_decisions(n_simulations: int, champion_accuracy: float, challenger_accur
                                                        seed=s)))
         decision = decide(candidates, 1, champ, True, policy)
         promotions += decision.action == "promote"
-        vetoes += any(not v.rules[-1].passed for v in decision.verdicts)
+        vetoes += sum(not v.rules[-1].passed for v in decision.verdicts)
     return promotions, vetoes
 
 
@@ -216,10 +216,12 @@ def not_above(count: int, n: int, rate: float) -> bool:
 def test_a_challenger_no_better_than_the_champion_is_promoted_at_most_5_percent(n_challengers):
     n = 300
     promotions, vetoes = run_decisions(n, 0.75, [0.75] * n_challengers, seed=n_challengers)
-    print(f"\n{n_challengers} equal challenger(s): promoted {promotions}/{n}, class veto {vetoes}/{n}")
+    judged = n * n_challengers
+    print(f"\n{n_challengers} equal challenger(s): promoted {promotions}/{n}, class veto {vetoes}/{judged}")
     assert not_above(promotions, n, 0.05), promotions
-    # Point estimates used to veto 13-19% of equal pairs; the bootstrap bound almost never does.
-    assert not_above(vetoes, n, 0.05), vetoes
+    # A challenger whose classes do not drop is vetoed at most alpha (over its classes), even on
+    # 800 test rows, where the bound (not the cap) decides; point estimates used to veto 13-19%.
+    assert not_above(vetoes, judged, 0.05), vetoes
 
 
 @pytest.mark.slow
@@ -463,7 +465,7 @@ def test_a_year_of_equally_good_challengers_promotes_spuriously_at_most_alpha():
 def test_a_challenger_003_better_is_promoted_within_a_few_nights():
     """README figures: a challenger truly +0.03 macro-F1 better (recall 0.78 vs 0.75) beside an
     equal one: promoted within 3 nights of the champion's promotion in at least 75% of reigns
-    (measured 80%), and a better one that only arrives on night 100 is promoted within 30 nights
+    (measured 82%), and a better one that only arrives on night 100 is promoted within 30 nights
     of arriving in about a third."""
     n = 1000
     early = nightly_promotions(n, 0.78, seed=10)
