@@ -167,6 +167,25 @@ def test_a_rare_class_is_listed_as_not_judged():
     assert not decide([Candidate(2, chall, cmp)], 1, champ, True, PromotionPolicy()).verdicts[0].rules[-1].passed
 
 
+def test_the_class_rule_states_its_chance_of_catching_twice_the_cap():
+    """The stated power against the normal approximation it rests on (scipy), and a warning
+    when the test rows are too few for 80%."""
+    policy = PromotionPolicy()
+    champ, chall = evaluation("v1 tfidf", [0.7] * 3), evaluation("v2 bert", [0.7] * 3)
+    rng = np.random.default_rng(2)
+    for spread in (0.0145, 0.06):  # about 1,000 and about 60 test rows per class
+        drops = [spread * rng.standard_normal(4000) for _ in LABELS]
+        rule = decide([Candidate(2, chall, comparison(chall, champ, np.full(4000, 0.01), drops, support=1000))],
+                      1, champ, True, policy).verdicts[0].rules[-1]
+        powers = []
+        for d in drops:
+            threshold = max(0.05, np.median(d) - np.quantile(d, 0.05 / 3))
+            powers.append(stats.norm.sf((threshold - 0.10) / d.std()))
+        assert f"caught with probability {min(powers):.0%}" in rule.detail
+        assert ("too few test rows" in rule.detail) == (min(powers) < 0.8)
+    assert "too few test rows" in rule.detail  # the small test set (last) is flagged
+
+
 # --- simulations: error rates of the whole decision --------------------------------------------
 
 N_TEST_ROWS = 800
