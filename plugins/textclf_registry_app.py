@@ -57,8 +57,22 @@ class ChampionPeriod(BaseModel):
     actor: str
 
 
+class LifetimeBudget(BaseModel):
+    """How much of the current champion's lifetime error budget its reign has spent."""
+
+    version: int
+    since: datetime
+    nights: int
+    window: int
+    window_nights: int
+    spent: float
+    alpha: float
+    next_level: float
+
+
 class Registry(BaseModel):
     champion: ModelVersion | None
+    budget: LifetimeBudget | None
     models: list[ModelVersion]
     history: list[ChampionPeriod]
 
@@ -77,6 +91,18 @@ class Verdict(BaseModel):
     rules: list[Rule]
 
 
+class NightBudget(BaseModel):
+    """The night's share of the champion's lifetime budget, as its decision recorded it."""
+
+    night: int
+    level: float
+    spent_before: float
+    window_nights: int
+    rerun: bool
+    alpha: float
+    spent: bool
+
+
 class Run(BaseModel):
     run_id: str
     interval_start: datetime
@@ -92,6 +118,7 @@ class Run(BaseModel):
     champion_after: int | None
     verdicts: list[Verdict]
     evaluated: int
+    budget: NightBudget | None
 
 
 def _snapshot() -> dict[str, Any]:
@@ -109,7 +136,8 @@ def _snapshot() -> dict[str, Any]:
 @app.get("/registry.json", response_model=Registry, summary="Model versions and champion history")
 def registry_json() -> dict[str, Any]:
     data = _snapshot()
-    return {"champion": data["champion"], "models": data["models"], "history": data["history"]}
+    return {"champion": data["champion"], "budget": data["budget"], "models": data["models"],
+            "history": data["history"]}
 
 
 @app.get("/runs.json", response_model=list[Run], summary="The latest runs: validation and decision")
@@ -117,7 +145,7 @@ def runs_json() -> list[dict[str, Any]]:
     return _snapshot()["runs"]
 
 
-@app.get("/chart.json", summary="Test macro-F1 per night and candidate kind (chart geometry)")
+@app.get("/chart.json", summary="Test macro-F1 per night: best candidate per kind, champion after the decision")
 def chart_json() -> dict[str, Any]:
     return _snapshot()["chart"]
 

@@ -89,8 +89,9 @@ class PromotionPolicy:
 
     macro_f1_floor: float = 0.5
     min_delta: float = 0.0  # the challenger must be better than the champion by more than this
-    max_class_regression: float = 0.05  # veto when a class's F1 surely drops by more than this
-    alpha: float = 0.05  # error rate of the whole decision (Holm across challengers)
+    max_class_regression: float = 0.05  # veto when a class's F1 drops (significantly) by more than this
+    alpha: float = 0.05  # chance of any spurious promotion over lifetime_nights nights of one champion
+    lifetime_nights: int = 365  # the window of a champion's reign over which alpha is spent
     min_class_support: int = 30  # classes with fewer test rows are not judged for regression
     bootstrap_resamples: int = 1000
     seed: int = 0
@@ -100,6 +101,8 @@ class PromotionPolicy:
             raise ValueError(f"alpha must be in (0, 0.5), got {self.alpha}")
         if self.bootstrap_resamples < 100:
             raise ValueError(f"bootstrap_resamples must be at least 100, got {self.bootstrap_resamples}")
+        if self.lifetime_nights < 1:
+            raise ValueError(f"lifetime_nights must be at least 1, got {self.lifetime_nights}")
         if self.min_class_support < 0 or self.max_class_regression < 0:
             raise ValueError("min_class_support and max_class_regression must not be negative")
 

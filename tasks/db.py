@@ -796,6 +796,25 @@ def run_decision(cur, run_id: str) -> dict[str, Any] | None:
     return _one_dict(cur)
 
 
+def reign_tested_nights(cur, champion: int, since: datetime) -> list[dict[str, Any]]:
+    """The nights (data interval ends) already judged against ``champion`` in its reign that
+    began at ``since``, whose test spent lifetime budget: night number and level, as recorded
+    in each decision's reasons; the first decision of a date counts."""
+    cur.execute(
+        """
+        SELECT DISTINCT ON (interval_end) interval_end,
+               (reasons->'budget'->>'night')::int AS night,
+               (reasons->'budget'->>'level')::float8 AS level
+        FROM textclf.promotion_decisions
+        WHERE decision = 'kept' AND champion_before = %s AND interval_end >= %s
+          AND (reasons->'budget'->>'spent')::boolean
+        ORDER BY interval_end, id
+        """,
+        (champion, since),
+    )
+    return all_dicts(cur)
+
+
 def champion_history(cur) -> list[dict[str, Any]]:
     cur.execute(
         """
@@ -1072,7 +1091,8 @@ def leaderboard(cur) -> list[dict[str, Any]]:
 
 def nightly_scores(cur, limit_runs: int = 60) -> list[dict[str, Any]]:
     """Test macro-F1 of every model evaluated in the last ``limit_runs`` runs, with the run's
-    data interval end and whether the model was the champion then."""
+    data interval end, whether the model was judged as the champion or a candidate, and the
+    champion the run's promotion decision left (NULL: no decision)."""
     cur.execute(
         """
         WITH runs AS (
@@ -1080,10 +1100,14 @@ def nightly_scores(cur, limit_runs: int = 60) -> list[dict[str, Any]]:
             ORDER BY interval_end DESC, validated_at DESC LIMIT %s
         )
         SELECT r.run_id, r.interval_end, e.model_version, mv.kind, e.role,
-               (e.metrics->>'macro_f1')::float8 AS macro_f1
+               (e.metrics->>'macro_f1')::float8 AS macro_f1, d.champion_after
         FROM runs r
         JOIN textclf.evaluations e USING (run_id)
         JOIN textclf.model_versions mv ON mv.version = e.model_version
+        LEFT JOIN LATERAL (
+            SELECT champion_after FROM textclf.promotion_decisions pd
+            WHERE pd.run_id = r.run_id ORDER BY pd.id DESC LIMIT 1
+        ) d ON TRUE
         ORDER BY r.interval_end, e.model_version
         """,
         (limit_runs,),

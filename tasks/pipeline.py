@@ -570,7 +570,7 @@ def promote_step(
     from dataclasses import replace
 
     from tasks.evaluate import EvaluationReport
-    from tasks.policy import Candidate, decide
+    from tasks.policy import Candidate, JudgedNight, decide, night_budget
 
     interval_end = datetime.fromisoformat(validation["interval_end"])
     policy = settings.promotion if min_delta is None else replace(settings.promotion, min_delta=min_delta)
@@ -578,6 +578,7 @@ def promote_step(
         with db.transaction(settings) as cur:
             taken = registry.run_decision(cur, run_id)
             champion = registry.champion_of(cur, interval_end)
+            nights = registry.reign_nights(cur, interval_end)
         if taken is not None:
             log.info("run %s already decided: %s", run_id, taken["reasons"].get("summary"))
             return _promotion_result({**taken, "replayed": True})
@@ -598,12 +599,20 @@ def promote_step(
             if version != champion
         ]
         champion_eval = next((report.evaluation(n) for n, v in versions.items() if v == champion), None)
-        decision = decide(candidates, champion, champion_eval, validation["status"] == "passed", policy)
+        # This night's share of the champion's lifetime budget (none for a historical run: it
+        # never changes the champion, so its verdict is informative only).
+        budget = (night_budget([JudgedNight(**n) for n in nights], interval_end, policy)
+                  if champion is not None and nights is not None else None)
+        decision = decide(candidates, champion, champion_eval, validation["status"] == "passed", policy,
+                          budget)
+        if dry_run and decision.budget:
+            decision.budget["spent"] = False  # evaluate only: it cannot promote, so it spends nothing
         with db.transaction(settings) as cur:  # the decision, the history and the event: one commit
             outcome = registry.apply_run_decision(
                 cur, run_id=run_id, interval_end=interval_end, expected_champion=champion,
                 winner=decision.winner if decision.action == "promote" else None,
                 summary=decision.summary, reasons=decision.to_dict(), actor=actor, dry_run=dry_run,
+                judged_nights=nights,
             )
         if outcome is not None:
             log.info("%s", outcome["reasons"]["summary"])

@@ -227,6 +227,18 @@ def run_decision(cur, run_id: str) -> dict[str, Any] | None:
     return db.run_decision(cur, run_id)
 
 
+def reign_nights(cur, data_time: datetime) -> list[dict[str, Any]] | None:
+    """The nights already judged against the current champion in its reign (interval end,
+    night, level), for a run whose data interval ends at ``data_time``; None when that run is
+    historical (the current champion took effect after it) and so can never spend budget."""
+    current = db.current_champion_row(cur)
+    if current is None:
+        return []
+    if current["effective_from"] > data_time:
+        return None
+    return db.reign_tested_nights(cur, current["model_version"], current["effective_from"])
+
+
 def apply_run_decision(
     cur,
     *,
@@ -238,6 +250,7 @@ def apply_run_decision(
     reasons: dict[str, Any],
     actor: str,
     dry_run: bool = False,
+    judged_nights: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any] | None:
     """Record (and apply) a run's promotion decision under the champion lock, in the caller's
     transaction: the decision row, the champion history and the pipeline event commit together.
@@ -245,7 +258,9 @@ def apply_run_decision(
     - The run already decided: that decision is returned unchanged (a retry is idempotent).
     - The current champion took effect after this run's data interval end: the run is
       historical; its decision is recorded as "historical" and never applied.
-    - The champion is no longer ``expected_champion`` (the one the run was judged against):
+    - The champion is no longer ``expected_champion`` (the one the run was judged against), or
+      the nights already judged against it are no longer ``judged_nights`` (another date was
+      judged meanwhile, so this night's lifetime budget is not the one it was judged with):
       nothing is written and None is returned, so the caller judges again.
     - Otherwise ``winner`` (if any, and not a dry run) becomes champion with effect from
       ``interval_end``, recorded as "promoted"; else "kept".
@@ -267,6 +282,9 @@ def apply_run_decision(
         record.update(decision="historical", champion_before=of_date, champion_after=of_date,
                       reasons={**reasons, "summary": summary})
     elif (current["model_version"] if current else None) != expected_champion:
+        return None
+    elif (judged_nights is not None and current is not None
+          and db.reign_tested_nights(cur, current["model_version"], current["effective_from"]) != judged_nights):
         return None
     elif winner is not None and winner != expected_champion and not dry_run:
         record.update(decision="promoted", champion_before=expected_champion, champion_after=winner,

@@ -132,8 +132,11 @@ def test_registry_page_from_the_navigation_shows_the_database(ui, browser, pg_re
     for version, test_f1 in latest:
         cell = frame.locator(f'#leaderboard tr[data-version="{version}"] td.test-f1')
         expect(cell).to_have_text(f"{test_f1:.4f}")
-    expect(frame.locator("#nightly-chart polyline")).to_have_count(1)
-    expect(frame.locator("#nightly-chart .champion-point")).not_to_have_count(0)
+    # One kind: its best candidate each night, and apart from it the champion after each decision.
+    expect(frame.locator("#nightly-chart polyline")).to_have_count(2)
+    expect(frame.locator("#nightly-chart .champion-point")).to_have_count(2)
+    expect(frame.locator("#nightly-chart .champion-point.promoted")).to_have_count(1)
+    expect(frame.locator("#lifetime-budget")).to_contain_text("1 night(s) judged")
     expect(frame.locator("details.run").first).to_contain_text("beats_champion")
     page.screenshot(path=str(ARTIFACTS / "registry.png"), full_page=True)
 

@@ -124,3 +124,50 @@ def test_scoring_is_split_into_id_ranges_that_cover_every_document_once(settings
     again = predict_partition_step(small, "run-p", DAY, ranges[1])  # one partition retried alone
     assert (again["documents"], again["rows_written"]) == (results[1]["documents"], 0)
     assert summarize_predictions(results)["documents"] == 42
+
+
+def test_each_date_judged_against_a_champion_spends_its_nights_budget_once(settings, pg):
+    from tasks import dashboard
+    from tasks.policy import night_level
+
+    days = [DAY + timedelta(days=d) for d in range(3)]
+    seed(settings, days=5, per_day=60, end=manual_run_interval(days[-1].date())[1])
+    v1 = run_date(settings, days[0], "b1")["promotion"]["champion"]
+
+    def budget(run_id: str):
+        [(value,)] = fetch(pg, "SELECT reasons->'budget' FROM textclf.promotion_decisions WHERE run_id = %s",
+                           (run_id,))
+        return value
+
+    assert budget("b1") is None  # the first model is judged against no champion
+    run_date(settings, days[1], "b2", min_delta=0.5)  # cannot promote: kept
+    first = budget("b2")
+    assert (first["night"], first["level"], first["spent"], first["rerun"]) == (
+        1, pytest.approx(night_level(1, settings.promotion)), True, False)
+
+    run_date(settings, days[1], "b2-again", min_delta=0.5)  # the same date, a new run id
+    again = budget("b2-again")
+    assert (again["night"], again["level"], again["spent"], again["rerun"]) == (1, first["level"], False, True)
+
+    run_date(settings, days[2], "b3", min_delta=0.5)
+    assert (budget("b3")["night"], budget("b3")["spent_before"]) == (2, pytest.approx(first["level"]))
+    [(detail,)] = fetch(pg, """SELECT r->>'detail' FROM textclf.promotion_decisions,
+        jsonb_array_elements(reasons->'verdicts'->0->'rules') r WHERE run_id = 'b3' AND r->>'rule' = 'beats_champion'""")
+    assert "night 2 of this champion's reign" in detail  # the audit trail names the budget
+
+    # A backfill of a date before the champion took effect is historical: no budget, nothing spent.
+    with pytest.raises(Skip, match="no champion"):  # decided, then nothing to predict with
+        run_date(settings, days[0] - timedelta(days=1), "b0", min_delta=0.5)
+    assert decisions(pg, "b0") == [("historical", None, None)] and budget("b0") is None
+
+    shown = dashboard.snapshot(settings)["budget"]
+    assert (shown["version"], shown["nights"], shown["window"]) == (v1, 2, 1)
+    assert shown["spent"] == pytest.approx(night_level(1, settings.promotion) + night_level(2, settings.promotion))
+    assert shown["next_level"] == pytest.approx(night_level(3, settings.promotion))
+
+    # A decision judged with a stale count of nights (another date was judged meanwhile) is not
+    # written: the caller judges it again with the night it really is.
+    stale = in_transaction(settings, registry.apply_run_decision, run_id="b4", interval_end=days[2],
+                           expected_champion=v1, winner=None, summary="kept", reasons={},
+                           actor="test", judged_nights=[])
+    assert stale is None and decisions(pg, "b4") == []

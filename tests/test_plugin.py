@@ -109,7 +109,10 @@ def test_page_shows_leaderboard_chart_timeline_and_decisions(client, pg):
             FROM textclf.evaluations ORDER BY model_version, evaluated_at DESC"""):
         assert f'<tr data-version="{version}">' in page
         assert f"{test_f1:.4f}" in page  # the leaderboard's test macro-F1 is the database's
-    assert 'id="nightly-chart"' in page and page.count("<polyline") == 1  # one kind: tfidf
+    # One kind (tfidf): its best candidate each night, and the champion after each decision.
+    assert 'id="nightly-chart"' in page and page.count("<polyline") == 2
+    assert 'class="candidate-line"' in page and 'class="champion-line"' in page
+    assert "champion-point promoted" in page and "lifetime-budget" in page and "Lifetime budget: night 1" in page
     assert "champion-point" in page and "<script" not in page.lower().replace(XSS.lower(), "")
     assert "ops@example.com" in page and XSS not in page and "&lt;script&gt;" in page
     assert "beats_champion" in page and "no_class_regression" in page  # rule by rule
@@ -126,6 +129,11 @@ def test_json_endpoints_follow_their_openapi_schema(client):
     assert runs[0]["verdicts"][0]["rules"][0]["rule"] == "macro_f1_floor"
     chart = client.get("/chart.json").json()
     assert [s["kind"] for s in chart["series"]] == ["tfidf"] and len(chart["series"][0]["points"]) == 2
+    assert [p["promoted"] for p in chart["champion"]["points"]] == [True, False]
+    assert runs[0]["budget"]["night"] == 1 and runs[0]["budget"]["spent"] and runs[1]["budget"] is None
+    # The manual promotion began a new reign: its budget is untouched.
+    assert (registry["budget"]["version"], registry["budget"]["nights"], registry["budget"]["spent"]) == (
+        registry["champion"]["version"], 0, 0.0)
     schema = client.get("/openapi.json").json()
     assert {"/registry.json", "/runs.json", "/chart.json", "/runs/{run_id}/report/{path}"} <= set(schema["paths"])
     assert "Verdict" in schema["components"]["schemas"]
