@@ -394,7 +394,9 @@ def evaluate_step(
     page = write_report(
         local_report, report, title=f"textclf run {run_id}", learning_curve=curve,
         extra={"test rows": len(test), "test fingerprint": test_fingerprint,
-               "data fingerprint": validation["fingerprint"]},
+               "data fingerprint": validation["fingerprint"],
+               # How each model learned, where its kind says (the TF-IDF solver: exact or sgd).
+               **{f"{name} solver": m.solver for name, m in models.items() if getattr(m, "solver", None)}},
     )
     storage.upload_tree(local_report, run_dir / "report")
     for ev in report.evaluations:
