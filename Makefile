@@ -9,7 +9,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.textclf-installed
 
-.PHONY: demo test lint venv bench bench-quick clean
+.PHONY: demo test lint venv bench bench-quick bench-quality clean
 
 venv: $(STAMP)
 
@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first, pinned: an unpinned torch would pull a multi-GB CUDA build on a CPU machine.
 	$(BIN)/python -m pip install --quiet "torch==2.13.0" -c constraints.txt
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,celery]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,celery,bench]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -40,6 +40,11 @@ bench: $(STAMP)
 # The same code at small sizes, for CI (under 3 minutes); size-independent goals enforced.
 bench-quick: $(STAMP)
 	$(BIN)/python bench/run.py --quick --enforce
+
+# TF-IDF quality on three corpora against the exact scikit-learn reference (docs/benchmarks.md);
+# QUICK=1: at most 2,000 rows a corpus, for CI (a few minutes).
+bench-quality: $(STAMP)
+	$(BIN)/python bench/quality.py $(if $(QUICK),--quick)
 
 clean:
 	rm -rf $(VENV) .textclf

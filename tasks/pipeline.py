@@ -466,7 +466,9 @@ def evaluate_step(
                "data fingerprint": validation["fingerprint"],
                **({"trained under another split scheme": ", ".join(other_schemes),
                    "test rows the comparisons use (unseen by every model)": len(compared_rows or [])}
-                  if other_schemes else {})},
+                  if other_schemes else {}),
+               # How each model learned, where its kind says (the TF-IDF solver: exact or sgd).
+               **{f"{name} solver": m.solver for name, m in models.items() if getattr(m, "solver", None)}},
     )
     storage.upload_tree(local_report, run_dir / "report")
     for ev in report.evaluations:

@@ -39,6 +39,7 @@ def test_steps_learning_curve_and_a_champion_changed_during_the_run(settings, pg
     assert evaluation["champion"] is None
     assert (report_dir / "learning_curve.png").is_file()
     assert "learning curve" in (report_dir / "index.html").read_text().lower()
+    assert f"v{candidate['version']} tfidf solver</td><td>exact" in (report_dir / "index.html").read_text()
 
     # Another run (an earlier date's, in parallel) promotes a model after this run's evaluation,
     # before its promotion.

@@ -1,6 +1,7 @@
-"""Candidate kind ``tfidf``: hashed word and character TF-IDF features, a linear SVM trained by
-SGD on streamed chunks, temperature-scaled probabilities; searched on the validation
-split, saved as safetensors + JSON (``training.py``; scoring needs only ``model.py``)."""
+"""Candidate kind ``tfidf``: hashed word and character TF-IDF features, a linear SVM fitted
+exactly by liblinear where the rows fit in memory and by SGD on streamed chunks beyond,
+temperature-scaled probabilities; searched on the validation split, saved as safetensors + JSON
+(``training.py``; scoring needs only ``model.py``)."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ WEIGHTS_FILE = "model.safetensors"
 META_FILE = "textclf.json"
 
 
-FORMAT = "hashed-tfidf-sgd-v1"
+FORMAT = "hashed-tfidf-sgd-v1"  # the name is historical: any linear model (SGD or liblinear) fits it
 
 
 # Artifacts of the former vocabulary TF-IDF + LinearSVC (skops) still load, for champions
@@ -45,20 +45,30 @@ LEGACY_TRUSTED_TYPES = {
 
 
 _WORD_CACHE_LIMIT = 1_000_000  # distinct words whose hashed n-grams are kept
+_EVICT_FRACTION = 0.25  # share of the limit an eviction frees
 
 
 class CharWbHasher:
     """Hashed char_wb n-gram counts, equal to scikit-learn's
     ``HashingVectorizer(analyzer="char_wb", alternate_sign=False, norm=None)``: n-grams of each
     lowercased, space-padded word (a word shorter than n gives its padded self once), hashed by
-    the same FeatureHasher; but hashed once per distinct word and cached."""
+    the same FeatureHasher; but hashed once per distinct word and cached.
 
-    def __init__(self, ngram_range: tuple[int, int], n_features: int) -> None:
+    The cache holds at most ``cache_limit`` words (besides those of the batch at hand). Real
+    text keeps bringing new words (a vocabulary that grows with the rows, Heaps' law), so a
+    full cache evicts a quarter of the limit by second chance (the clock algorithm): the oldest
+    words not used since the last eviction go first, and the words that were used move to the
+    back; the frequent words stay."""
+
+    def __init__(self, ngram_range: tuple[int, int], n_features: int, cache_limit: int = _WORD_CACHE_LIMIT) -> None:
         self.ngram_range = ngram_range
         self.n_features = n_features
+        self.cache_limit = cache_limit
         self._hasher = FeatureHasher(n_features=n_features, input_type="string", alternate_sign=False,
                                      dtype=np.float32)
-        self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # in order of insertion
+        self._used: set[str] = set()  # words used since the last eviction: their second chance
+        self.words_hashed = 0  # cache misses, for benchmarks and tests
 
     def ngrams(self, word: str) -> list[str]:
         padded = f" {word} "
@@ -71,9 +81,25 @@ class CharWbHasher:
             out.extend(padded[i : i + n] for i in range(len(padded) - n + 1))
         return out
 
-    def _hash_new(self, words: set[str]) -> None:
-        if len(self._cache) + len(words) > _WORD_CACHE_LIMIT:
-            self._cache.clear()
+    def _evict(self, batch: set[str], incoming: int) -> None:
+        """Make room for ``incoming`` new words: down to (1 - _EVICT_FRACTION) x the limit,
+        never evicting a word of ``batch`` (the rows being vectorised need them)."""
+        excess = len(self._cache) + incoming - int(self.cache_limit * (1 - _EVICT_FRACTION))
+        unused = [w for w in self._cache if w not in self._used and w not in batch]
+        for word in unused[:excess]:
+            del self._cache[word]
+        excess -= min(excess, len(unused))
+        if excess > 0:  # every word had its second chance: the oldest go
+            for word in [w for w in self._cache if w not in batch][:excess]:
+                del self._cache[word]
+        for word in [w for w in self._cache if w in self._used]:  # second chance: to the back
+            self._cache[word] = self._cache.pop(word)
+        self._used = set(batch)
+
+    def _hash_new(self, words: set[str], batch: set[str]) -> None:
+        if len(self._cache) + len(words) > self.cache_limit:
+            self._evict(batch, len(words))
+        self.words_hashed += len(words)
         ordered = sorted(words)
         hashed = self._hasher.transform(self.ngrams(w) for w in ordered)  # one row per word
         for row, word in enumerate(ordered):
@@ -82,9 +108,11 @@ class CharWbHasher:
 
     def transform(self, texts: Sequence[str]) -> sparse.csr_matrix:
         words = [text.lower().split() for text in texts]
-        new = {w for row in words for w in row if w not in self._cache}
+        batch = {w for row in words for w in row}
+        new = {w for w in batch if w not in self._cache}
         if new:
-            self._hash_new(new)
+            self._hash_new(new, batch)
+        self._used |= batch
         indptr = np.zeros(len(texts) + 1, dtype=np.int64)
         indices: list[np.ndarray] = []
         data: list[np.ndarray] = []
@@ -161,10 +189,13 @@ class TfidfClassifier:
     kind = "tfidf"
 
     def __init__(self, features: HashedTfidf, coef: np.ndarray, intercept: np.ndarray,
-                 classes: Sequence[str], labels: Sequence[str], temperature: float = 1.0) -> None:
+                 classes: Sequence[str], labels: Sequence[str], temperature: float = 1.0,
+                 solver: str | None = None) -> None:
         self.features = features
-        self.coef = np.asarray(coef, dtype=np.float32)
-        self.intercept = np.asarray(intercept, dtype=np.float32)
+        self.solver = solver  # "exact" or "sgd": how the weights were learned (None: not recorded)
+        # C order: liblinear's coef_ is Fortran-ordered, and safetensors writes the raw buffer.
+        self.coef = np.ascontiguousarray(coef, dtype=np.float32)
+        self.intercept = np.ascontiguousarray(intercept, dtype=np.float32)
         self.classes = list(classes)
         self.labels = list(labels)
         self.temperature = temperature
@@ -196,7 +227,7 @@ class TfidfClassifier:
                    "idf_char": self.features.idf_char}, str(directory / WEIGHTS_FILE))
         (directory / META_FILE).write_text(json.dumps({
             "kind": self.kind, "format": FORMAT, "labels": self.labels, "classes": self.classes,
-            "temperature": self.temperature, "features": self.features.params(),
+            "temperature": self.temperature, "features": self.features.params(), "solver": self.solver,
         }))
 
     @classmethod
@@ -216,7 +247,7 @@ class TfidfClassifier:
             idf_word=tensors["idf_word"], idf_char=tensors["idf_char"],
         )
         return cls(features, tensors["coef"], tensors["intercept"], meta["classes"], meta["labels"],
-                   meta["temperature"])
+                   meta["temperature"], meta.get("solver"))
 
 
 class LegacyTfidfClassifier:
