@@ -222,7 +222,7 @@ def test_candidates_in_textclf_toml_decide_when_the_form_is_left_empty(dagbag, c
     from tasks.config import load_settings
 
     config = tmp_path / "textclf.toml"
-    config.write_text('candidates = ["tfidf"]\n[tfidf]\nalphas = [0.0002]\n')
+    config.write_text('candidates = ["tfidf"]\n[tfidf]\nsolver = "sgd"\nalphas = [0.0002]\n')
     monkeypatch.setenv("TEXTCLF_CONFIG", str(config))
     settings = load_settings(database_url=clean_db)
     day = datetime(2026, 11, 20, tzinfo=UTC)
@@ -233,7 +233,7 @@ def test_candidates_in_textclf_toml_decide_when_the_form_is_left_empty(dagbag, c
     assert str(run.state) == "success", states
     assert states["train_tfidf"] == "success" and states["train_bert"] == "skipped"
     [(kind, params)] = fetch(pg, "SELECT kind, params FROM textclf.model_versions")
-    assert kind == "tfidf" and params["alpha"] == 0.0002  # the configured search space
+    assert kind == "tfidf" and params["solver"] == "sgd" and params["alpha"] == 0.0002  # as configured
 
 
 @pytest.mark.slow
