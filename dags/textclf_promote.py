@@ -39,7 +39,8 @@ CHAMPION = Asset(CHAMPION_ASSET, uri=CHAMPION_ASSET_URI)
         "version": Param(None, type=["null", "integer"], minimum=1, title="Model version",
                          description="The version to promote (see the textclf registry page); "
                          "ignored by rollback.", section="Change"),
-        "reason": Param("", type="string", minLength=3, maxLength=500, title="Reason",
+        # None, not "": an empty string default makes a required field that disables Trigger.
+        "reason": Param(None, type=["null", "string"], minLength=3, maxLength=500, title="Reason",
                         description="Why: kept in the audit trail with your user name.",
                         section="Change"),
     },
@@ -54,7 +55,7 @@ def textclf_promote():
 
         actor = f"airflow:{dag_run.triggering_user_name or 'unknown'}"
         result = run_step(change_champion_step, run_step(textclf_settings), params["action"],
-                          params.get("version"), params["reason"], actor)
+                          params.get("version"), params.get("reason") or "", actor)
         if not result["changed"]:
             raise AirflowSkipException(f"model version {result['champion']} already was champion "
                                        "(decision recorded)")

@@ -61,3 +61,13 @@ def test_an_unknown_version_fails_on_the_first_try_and_changes_nothing(promote_d
     [ti] = run.get_task_instances()
     assert ti.try_number == 1
     assert fetch(pg, "SELECT model_version FROM textclf.champion_history WHERE valid_to IS NULL") == [(v1,)]
+
+
+def test_an_empty_reason_fails_on_the_first_try_and_the_form_field_is_optional(promote_dag, settings, pg,
+                                                                               tiny_tfidf_dir):
+    param = promote_dag.params.get_param("reason")
+    assert param.value is None and "null" in param.schema["type"]  # "" would disable Trigger
+    v1 = register_tiny(settings, tiny_tfidf_dir, key="a")
+    run = promote_dag.test(run_conf={"action": "promote", "version": v1})
+    assert str(run.state) == "failed"
+    assert fetch(pg, "SELECT count(*) FROM textclf.champion_history") == [(0,)]
