@@ -92,6 +92,19 @@ def child(*args: str, timeout: float = 3600) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def write_results(results: list[Result], kind: str) -> Path:
+    """Save a run's results as bench/results/<UTC time>-<kind>.json, with the machine."""
+    from datetime import UTC, datetime
+
+    out = Path(__file__).resolve().parent / "results"
+    out.mkdir(exist_ok=True)
+    path = out / f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{kind}.json"
+    quick = kind.endswith("quick")
+    path.write_text(json.dumps({"machine": machine(), "quick": quick, "results": [r.to_dict() for r in results]},
+                               indent=2))
+    return path
+
+
 def machine() -> str:
     import psutil
 

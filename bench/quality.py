@@ -15,17 +15,15 @@ the goal is reported, not enforced (a few hundred test rows cannot tell 0.005 ap
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import time
 import traceback
-from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import Result, machine  # noqa: E402
+from common import Result, machine, write_results  # noqa: E402
 from corpora import CORPORA, Row, docstrings  # noqa: E402
 
 REFERENCE_CS = (0.03, 0.1, 0.3, 1.0, 3.0)
@@ -133,11 +131,7 @@ def main() -> int:
             crashed.append(name)
             print(f"{name}: CRASHED\n{traceback.format_exc()}", flush=True)
         print(f"  ({name}: {time.perf_counter() - started:.0f} s)", flush=True)
-    out = Path(__file__).resolve().parent / "results"
-    out.mkdir(exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    (out / f"{stamp}-quality{'-quick' if args.quick else ''}.json").write_text(json.dumps(
-        {"machine": machine(), "quick": args.quick, "results": [r.to_dict() for r in results]}, indent=2))
+    write_results(results, "quality-quick" if args.quick else "quality")
     if crashed:
         print(f"crashed: {crashed}")
         return 1

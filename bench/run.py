@@ -12,11 +12,9 @@ Results also go to bench/results/<time>.json. Exit status: 1 if a benchmark cras
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 import traceback
-from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -27,7 +25,7 @@ import model_load  # noqa: E402
 import orchestration  # noqa: E402
 import tfidf_scale  # noqa: E402
 import writeback  # noqa: E402
-from common import machine  # noqa: E402
+from common import machine, write_results  # noqa: E402
 
 FULL = {
     "tfidf": lambda: tfidf_scale.run(1_000_000, 300_000),
@@ -71,11 +69,7 @@ def main() -> int:
             crashed.append(name)
             print(f"{name}: CRASHED\n{traceback.format_exc()}", flush=True)
         print(f"  ({name}: {time.perf_counter() - started:.0f} s)", flush=True)
-    out = Path(__file__).resolve().parent / "results"
-    out.mkdir(exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    (out / f"{stamp}-{'quick' if args.quick else 'full'}.json").write_text(json.dumps(
-        {"machine": machine(), "quick": args.quick, "results": [r.to_dict() for r in results]}, indent=2))
+    write_results(results, "quick" if args.quick else "full")
     failed = [r.name for r in results if not r.passed and (not args.quick or r.name in HOLD_AT_ANY_SIZE)]
     if crashed or (args.enforce and failed):
         print(f"crashed: {crashed}; failed goals: {failed}")
