@@ -99,7 +99,7 @@ def run(rows: int, baseline_rows: int) -> list[Result]:
     base = child("bench/tfidf_scale.py", "--role", "baseline", "--rows", str(baseline_rows))
     ours = child("bench/tfidf_scale.py", "--role", "textclf", "--rows", str(rows))
     scale = (f"{rows:,} rows ({ours['distinct_words']:,} distinct words) vs one baseline fit at "
-             f"{baseline_rows:,}; solver {ours['solver']}")
+             f"{baseline_rows:,}; solver {ours['solver']}, validation macro-F1 {ours['val_macro_f1']:.4f}")
     return [
         Result("tfidf_train_search", ours["train_seconds"], f"s ({ours['candidates']} candidates)",
                base["train_seconds"], "s", "ratio <= 2", ours["train_seconds"] <= 2 * base["train_seconds"], scale),

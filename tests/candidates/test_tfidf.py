@@ -22,7 +22,13 @@ from tasks.candidates.tfidf.model import (
     LegacyTfidfClassifier,
     TfidfClassifier,
 )
-from tasks.candidates.tfidf.training import _search, choose_solver, extended_value, train_tfidf
+from tasks.candidates.tfidf.training import (
+    _search,
+    choose_solver,
+    extended_value,
+    halving_survivors,
+    train_tfidf,
+)
 
 LABELS = ["negative", "neutral", "positive"]
 FAST = TfidfConfig(alphas=(1e-4,), min_df=1, epochs=5)
@@ -200,6 +206,46 @@ def test_min_df_zeroes_the_weight_of_rare_columns():
                            TfidfConfig(alphas=(1e-4,), min_df=2, epochs=2))
     word = model.features.counts(["zyzzyva"])[0]
     assert word.nnz == 1 and model.features.idf_word[word.indices[0]] == 0.0
+
+
+def test_tfidf_weighting_equals_scikit_learns_sublinear_smooth_idf_per_block():
+    from scipy import sparse
+    from sklearn.feature_extraction.text import TfidfTransformer
+
+    x, _ = split(synthetic_corpus(80, seed=9))
+    model, _ = train_tfidf(x, [LABELS[i % 3] for i in range(80)], x[:9], [LABELS[i % 3] for i in range(9)],
+                           LABELS, TfidfConfig(alphas=(1e-4,), min_df=1, epochs=1, word_features_log2=12,
+                                               char_features_log2=12))
+    word, char = model.features.counts(x)
+    reference = sparse.hstack([TfidfTransformer(sublinear_tf=True).fit(block).transform(block)
+                               for block in (word, char)]).toarray()
+    np.testing.assert_allclose(model.features.weight(word, char).toarray(), reference, rtol=1e-5, atol=1e-6)
+
+
+def test_halving_keeps_the_best_third_at_least_two_in_grid_order():
+    assert halving_survivors({0: 0.5, 1: 0.9, 2: 0.7, 3: 0.9, 4: 0.1, 5: 0.2, 6: 0.3, 7: 0.8, 8: 0.85}) == [1, 3, 8]
+    assert halving_survivors({0: 0.5, 1: 0.5, 2: 0.5}) == [0, 1]  # ties: the earlier in the grid
+    assert halving_survivors({0: 0.1, 1: 0.9}) == [0, 1]
+    assert halving_survivors({0: 0.3}) == [0]
+
+
+def test_successive_halving_trains_the_survivors_exactly_as_the_full_search_does():
+    x, y = split(synthetic_corpus(240, seed=11))
+    noisy = [LABELS[(LABELS.index(label) + (i % 4 == 0)) % 3] for i, label in enumerate(y)]  # 25% wrong
+    val_x, val_y = split(synthetic_corpus(60, seed=12))
+    cfg = TfidfConfig(solver="sgd", alphas=(1e-6, 1e-4, 1e-2), weight_powers=(0.0, 1.0, 2.0), min_df=1,
+                      epochs=3, chunk_rows=50, max_grid_extensions=0)
+    weights = [0.2 + (i % 5) / 5 for i in range(len(x))]
+    halved, with_halving = train_tfidf(x, noisy, val_x, val_y, LABELS, cfg, train_weights=weights)
+    full, without = train_tfidf(x, noisy, val_x, val_y, LABELS, dataclasses.replace(cfg, successive_halving=False),
+                                train_weights=weights)
+    assert with_halving.candidates_tried == without.candidates_tried == 9
+    assert (with_halving.params["alpha"], with_halving.params["weight_power"]) == (
+        without.params["alpha"], without.params["weight_power"])
+    np.testing.assert_array_equal(halved.coef, full.coef)  # the same passes over the same chunks
+    survivors = [i for i, (a, b) in enumerate(zip(with_halving.params["candidate_scores"],
+                                                   without.params["candidate_scores"], strict=True)) if a == b]
+    assert len(survivors) >= 3  # the stopped six keep their first-pass score, which may differ
 
 
 @pytest.mark.parametrize("solver", sorted(SOLVERS))

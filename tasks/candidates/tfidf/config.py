@@ -30,6 +30,9 @@ class TfidfConfig(CandidateConfig):
     # the validation split like alpha.
     weight_powers: tuple[float, ...] = (0.0, 1.0, 2.0)
     epochs: int = 3  # passes over the training rows
+    # SGD only: after the first pass, only the best third of the candidates (at least 2) by
+    # validation macro-F1 make the remaining passes (successive halving); false: all of them.
+    successive_halving: bool = True
     average: bool = False  # averaged SGD (the mean of the iterates): steadier, slower to converge
     word_ngram_range: tuple[int, int] = (1, 2)
     char_ngram_range: tuple[int, int] = (2, 5)  # char_wb n-grams
