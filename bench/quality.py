@@ -2,7 +2,8 @@
 (TfidfVectorizer word 1-2 + char_wb 2-5, min_df 2, sublinear tf; LinearSVC with balanced class
 weights, C chosen on the validation split), both trained and scored on the same split (textclf's
 own hash split, ``tasks.extract.split_of``), with the paired-bootstrap interval of the
-macro-F1 difference (``tasks.evaluate.paired_bootstrap_macro_f1``, 1000 resamples).
+macro-F1 difference (``tasks.evaluate.paired_bootstrap_macro_f1``, 1000 resamples of the distinct
+texts: split keys).
 
     python bench/quality.py            # make bench-quality: every row of every corpus
     python bench/quality.py --quick    # make bench-quality QUICK=1 (CI): at most 2,000 rows each
@@ -80,6 +81,7 @@ def textclf_predictions(parts: dict[str, list[Row]], labels: list[str]) -> tuple
 
 def run_corpus(name: str, rows: list[Row]) -> Result:
     from tasks.evaluate import paired_bootstrap_macro_f1
+    from tasks.extract import split_key_text
     from tasks.metrics import label_indices, macro_f1_of_labels
 
     parts = split_rows(rows)
@@ -92,7 +94,8 @@ def run_corpus(name: str, rows: list[Row]) -> Result:
     reference, reference_c = reference_predictions(parts, labels)
     reference_seconds = time.perf_counter() - started
     diff, low, high = paired_bootstrap_macro_f1(label_indices(truth, labels), label_indices(ours, labels),
-                                                label_indices(reference, labels), len(labels))
+                                                label_indices(reference, labels), len(labels),
+                                                groups=[split_key_text(t) for t, _, _ in parts["test"]])
     regularisation = f"C={params['C']:.3g}" if params["solver"] == "exact" else f"alpha={params['alpha']:.3g}"
     return Result(
         f"quality_{name}", macro_f1_of_labels(truth, ours, labels), "test macro-F1",

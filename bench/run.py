@@ -5,7 +5,7 @@
     python bench/run.py            # make bench: the sizes of the goals (1M rows, 10M predictions)
     python bench/run.py --quick    # make bench-quick: the same code at small sizes, for CI (< 3 min)
 
-Results also go to bench/results/<time>.json. Exit status: 1 if a benchmark crashed; with
+Results also go to bench/results/<UTC time>-{full,quick}.json. Exit status: 1 if a benchmark crashed; with
 --enforce also if a goal that holds at the chosen size failed.
 """
 

@@ -159,8 +159,9 @@ PARAMS = {
         minimum=-1,
         maximum=1,
         title="Promotion margin (min_delta)",
-        description="The lower bound of the 95% interval of the macro-F1 gain over the champion "
-        "must exceed this; empty = the configured policy.",
+        description="A challenger must be significantly better than the champion by more than this "
+        "macro-F1 margin (one-sided test at the night's share of the lifetime budget); empty = "
+        "the configured policy.",
         section="Promotion",
     ),
     "dry_run": Param(

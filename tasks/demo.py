@@ -90,9 +90,11 @@ def run_demo(settings: Settings, days: int = 3, full: bool = False) -> int:
         metrics = ev["metrics"]
         calibration = (f" (T {metrics['temperature']:.3g}; {metrics['ece_uncalibrated']:.3f} at T=1)"
                        if metrics.get("temperature") is not None else "")
+        distinct = (f", {metrics['ece_distinct_texts']:.3f} over distinct texts"
+                    if metrics.get("ece_distinct_texts") is not None else "")
         print(f"  v{ev['model_version']:<3} {ev['kind']:<10} {ev['role']:<9} "
               f"macro-F1 {metrics['macro_f1']:.4f}  accuracy {metrics['accuracy']:.4f}  "
-              f"ECE {metrics['ece']:.3f}{calibration}{interval}")
+              f"ECE {metrics['ece']:.3f}{calibration}{distinct}{interval}")
     _step("champion history")
     print_history(history)
     if run_id:

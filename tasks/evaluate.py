@@ -55,6 +55,9 @@ class ModelEvaluation:
     temperature: float | None = None
     ece_uncalibrated: float | None = None
     reliability_bins_uncalibrated: list[dict[str, float]] = field(default_factory=list)
+    # ECE with each distinct text (split key) counted once: copies of one text move together
+    # (one tweet is 151 of the demo's 3,943 test rows), which the row ECE counts 151 times.
+    ece_distinct_texts: float | None = None
     size_bytes: int | None = None
     train_seconds: float | None = None
     peak_memory_bytes: int | None = None
@@ -93,6 +96,7 @@ class Comparison:
     class_drop_resamples: dict[str, list[float]] = field(default_factory=dict)
     class_support: dict[str, int] = field(default_factory=dict)
     rows_compared: int | None = None  # fewer than the test rows when a model saw some of them
+    groups_compared: int | None = None  # distinct split keys among them: the bootstrap's units
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -184,6 +188,20 @@ def expected_calibration_error(
     return float(sum(b["count"] * abs(b["accuracy"] - b["confidence"]) for b in bins) / total)
 
 
+def grouped_calibration_error(
+    confidences: np.ndarray, correct: np.ndarray, groups: Sequence[Any] | np.ndarray,
+    n_bins: int = ECE_BINS,
+) -> float:
+    """ECE with each group (a distinct text) as one observation: its mean confidence and the
+    share of its rows predicted right, binned as ``expected_calibration_error`` bins rows."""
+    _, group_of_row = np.unique(np.asarray(groups), return_inverse=True)
+    group_of_row = group_of_row.ravel()
+    sizes = np.bincount(group_of_row)
+    mean_confidence = np.bincount(group_of_row, weights=np.asarray(confidences, dtype=float)) / sizes
+    share_right = np.bincount(group_of_row, weights=np.asarray(correct, dtype=float)) / sizes
+    return expected_calibration_error(mean_confidence, share_right, n_bins)
+
+
 def align_probabilities(
     probabilities: np.ndarray, model_labels: Sequence[str], labels: Sequence[str]
 ) -> np.ndarray:
@@ -263,9 +281,10 @@ def evaluate_model(
     peak_memory_bytes: int | None = None,
     batch_size: int = 256,
     keep_probabilities: bool = False,
+    groups: Sequence[Any] | np.ndarray | None = None,
 ) -> ModelEvaluation:
     """Score `model` on `texts` (or take its ``ScoredTestRows``); metrics use the column order of
-    `labels`.
+    `labels` (``groups``: a key per row, for the ECE over distinct texts).
 
     Log loss uses the true label's probability clipped at 1e-15 and is not renormalised,
     so mass a model puts on labels outside `labels` counts against it.
@@ -284,6 +303,10 @@ def evaluate_model(
         train_seconds=train_seconds, peak_memory_bytes=peak_memory_bytes,
         keep_probabilities=keep_probabilities,
     )
+    if groups is not None:
+        probabilities = scores.probabilities
+        evaluation.ece_distinct_texts = grouped_calibration_error(
+            probabilities.max(axis=1), probabilities.argmax(axis=1) == y_true, groups)
     temperature = scores.temperature
     if temperature is not None:
         # softmax(log p * T) undoes the scaling exactly: the probabilities the model had at T = 1.
@@ -406,15 +429,24 @@ def paired_bootstrap(
     n_labels: int,
     n_resamples: int = 1000,
     seed: int = 0,
+    groups: Sequence[Any] | np.ndarray | None = None,
 ) -> PairedBootstrap:
     """Both models scored on the same resampled rows; resample r uses
-    ``bootstrap_indices(rng, n)`` as the r-th draw from ``np.random.default_rng(seed)``."""
+    ``bootstrap_indices(rng, n)`` as the r-th draw from ``np.random.default_rng(seed)``.
+
+    ``groups`` (one key per row, e.g. its split key) makes it a cluster bootstrap: rows that
+    share a key are drawn together, ``bootstrap_indices(rng, g)`` over the g distinct keys in
+    sorted order. Copies of one text are one observation, not many: 151 copies of one tweet
+    among 3,943 demo test rows would otherwise count as 151 independent rows and make the
+    interval too narrow. When every key is distinct it is the row bootstrap, draw for draw."""
     y_true = np.asarray(y_true, dtype=np.int64)
     pred_a = np.asarray(pred_a, dtype=np.int64)
     pred_b = np.asarray(pred_b, dtype=np.int64)
     n = len(y_true)
     if n == 0 or len(pred_a) != n or len(pred_b) != n:
         raise ValueError("y_true, pred_a and pred_b must be non-empty and of equal length")
+    if groups is not None and len(groups) != n:
+        raise ValueError(f"{len(groups)} groups for {n} rows")
     if n_resamples < 1:
         raise ValueError("n_resamples must be positive")
     every_index = np.concatenate([y_true, pred_a, pred_b])
@@ -431,16 +463,33 @@ def paired_bootstrap(
         triples // (n_labels * n_labels), triples // n_labels % n_labels, triples % n_labels, n_labels
     )
 
+    # With groups, a resample draws groups: each group's pattern counts (a sparse groups x
+    # patterns matrix) are added up, as often as the group was drawn.
+    group_patterns = None
+    if groups is not None:
+        _, group_of_row = np.unique(np.asarray(groups), return_inverse=True)
+        n_groups = int(group_of_row.max()) + 1
+        if n_groups < n:
+            group_patterns = sparse.csr_array(
+                (np.ones(n, dtype=np.int64), (group_of_row.ravel(), pattern_of_row.ravel())),
+                shape=(n_groups, n_patterns))
+    draws = n if group_patterns is None else group_patterns.shape[0]
+
     rng = np.random.default_rng(seed)
     chunk_size = max(1, _BOOTSTRAP_CHUNK_ELEMENTS // n)
     f1_a = np.empty((n_resamples, n_labels))
     f1_b = np.empty((n_resamples, n_labels))
     for chunk_start in range(0, n_resamples, chunk_size):
         chunk = min(chunk_size, n_resamples - chunk_start)
-        rows = np.stack([bootstrap_indices(rng, n) for _ in range(chunk)])
-        # Each resample gets its own block of bins, so one bincount covers the whole chunk.
-        codes = pattern_of_row[rows] + np.arange(chunk, dtype=np.int64)[:, None] * n_patterns
-        pattern_counts = np.bincount(codes.ravel(), minlength=chunk * n_patterns).reshape(chunk, n_patterns)
+        drawn = np.stack([bootstrap_indices(rng, draws) for _ in range(chunk)])
+        if group_patterns is None:
+            # Each resample gets its own block of bins, so one bincount covers the whole chunk.
+            codes = pattern_of_row[drawn] + np.arange(chunk, dtype=np.int64)[:, None] * n_patterns
+            pattern_counts = np.bincount(codes.ravel(), minlength=chunk * n_patterns).reshape(chunk, n_patterns)
+        else:
+            codes = drawn + np.arange(chunk, dtype=np.int64)[:, None] * draws
+            group_counts = np.bincount(codes.ravel(), minlength=chunk * draws).reshape(chunk, draws)
+            pattern_counts = np.asarray((group_patterns.T @ group_counts.T).T)
         class_counts = np.asarray(pattern_counts @ to_class_counts)
         support, predicted_a, predicted_b, hits_a, hits_b = np.split(class_counts, 5, axis=1)
         f1_a[chunk_start : chunk_start + chunk] = f1_from_counts(hits_a, support, predicted_a)
@@ -464,11 +513,13 @@ def paired_bootstrap_macro_f1(
     n_resamples: int = 1000,
     seed: int = 0,
     confidence: float = 0.95,
+    groups: Sequence[Any] | np.ndarray | None = None,
 ) -> tuple[float, float, float]:
-    """Macro-F1(a) - macro-F1(b) on the full data and its percentile bootstrap interval."""
+    """Macro-F1(a) - macro-F1(b) on the full data and its percentile bootstrap interval
+    (``groups``: a cluster bootstrap, as in ``paired_bootstrap``)."""
     if not 0.0 < confidence < 1.0:
         raise ValueError("confidence must lie in (0, 1)")
-    resamples = paired_bootstrap(y_true, pred_a, pred_b, n_labels, n_resamples, seed)
+    resamples = paired_bootstrap(y_true, pred_a, pred_b, n_labels, n_resamples, seed, groups)
     low, high = percentile_interval(resamples.macro_f1_diffs, confidence)
     diff = macro_f1_score(y_true, pred_a, n_labels) - macro_f1_score(y_true, pred_b, n_labels)
     return float(diff), low, high
@@ -506,9 +557,11 @@ def compare(
     seed: int = 0,
     confidence: float = 0.95,
     rows: Sequence[int] | np.ndarray | None = None,
+    groups: Sequence[Any] | np.ndarray | None = None,
 ) -> Comparison:
     """Paired comparison of two evaluations made on the same rows and label order; ``rows``
-    (indices) restricts it to those rows, e.g. the test rows neither model was trained on."""
+    (indices) restricts it to those rows, e.g. the test rows neither model was trained on;
+    ``groups`` (one key per row of ``y_true``) resamples rows sharing a key together."""
     if challenger.labels != champion.labels:
         raise ValueError("evaluations use different label orders; re-evaluate with the same labels")
     if not (challenger.n == champion.n == len(y_true)):
@@ -520,8 +573,10 @@ def compare(
         if len(rows) == 0:
             raise ValueError("no rows to compare on")
         y, predicted_a, predicted_b = y[rows], predicted_a[rows], predicted_b[rows]
+        if groups is not None:
+            groups = np.asarray(groups)[rows]
     n_labels = len(challenger.labels)
-    resamples = paired_bootstrap(y, predicted_a, predicted_b, n_labels, n_resamples, seed)
+    resamples = paired_bootstrap(y, predicted_a, predicted_b, n_labels, n_resamples, seed, groups)
     diffs = resamples.macro_f1_diffs
     low, high = percentile_interval(diffs, confidence)
     diff = macro_f1_score(y, predicted_a, n_labels) - macro_f1_score(y, predicted_b, n_labels)
@@ -545,6 +600,7 @@ def compare(
                               for i, label in enumerate(challenger.labels)},
         class_support={label: int(np.sum(y == i)) for i, label in enumerate(challenger.labels)},
         rows_compared=len(y),
+        groups_compared=None if groups is None else len(np.unique(np.asarray(groups))),
     )
 
 
@@ -563,13 +619,16 @@ def evaluate_all(
     seed: int = 0,
     confidence: float = 0.95,
     comparison_rows: Sequence[int] | np.ndarray | None = None,
+    groups: Sequence[Any] | np.ndarray | None = None,
 ) -> EvaluationReport:
     """Evaluate every model, then compare each non-champion with the champion (if any).
 
     `models` holds the candidates plus the champion (loaded, or their ``ScoredTestRows``);
     per-model extras are keyed by name. `comparison_rows` (indices) restricts the comparisons to
     those rows (every row when None); with none at all there is no comparison, so nothing can be
-    judged better than the champion.
+    judged better than the champion. `groups` (a key per row: the split key, so copies and
+    near-copies of one text share one) makes the bootstrap resample texts, not rows, and adds
+    the ECE with each distinct text counted once.
     """
     if not models:
         raise ValueError("no models to evaluate")
@@ -592,6 +651,7 @@ def evaluate_all(
             train_seconds=train_seconds.get(name),
             peak_memory_bytes=peak_memory_bytes.get(name),
             batch_size=batch_size,
+            groups=groups,
         )
         for name, model in models.items()
     ]
@@ -600,7 +660,7 @@ def evaluate_all(
         champion = next(e for e in evaluations if e.name == champion_name)
         comparisons = [
             compare(e, champion, y_true, n_resamples=n_resamples, seed=seed, confidence=confidence,
-                    rows=comparison_rows)
+                    rows=comparison_rows, groups=groups)
             for e in evaluations
             if e.name != champion_name
         ]

@@ -34,7 +34,15 @@ from tasks.typed import replace_checked
 
 __all__ = ["RunOptions", "Skip", "evaluate_step", "extract_step", "predict_step", "promote_step",
            "train_step", "validate_step"]
-from tasks.extract import SCHEME_V1, Snapshot, extract_snapshot, read_snapshot, split_under_scheme
+from tasks.extract import (
+    SCHEME_V1,
+    Snapshot,
+    extract_snapshot,
+    read_snapshot,
+    scheme_options,
+    split_key_text,
+    split_under_scheme,
+)
 
 log = logging.getLogger(__name__)
 
@@ -434,6 +442,7 @@ def evaluate_step(
                     "none of them saw", ", ".join(other_schemes), len(compared_rows or []), len(test))
     report = evaluate_all(
         models, test["text"].tolist(), test["label"].tolist(), labels, champion_name,
+        groups=split_key_groups(test, validation["fingerprint"].get("split_scheme")),
         size_bytes={n: r["size_bytes"] for n, r in rows.items()},
         train_seconds={n: r["train_seconds"] for n, r in rows.items()},
         peak_memory_bytes={n: r["peak_memory_bytes"] for n, r in rows.items()},
@@ -483,6 +492,16 @@ def evaluate_step(
             key=lambda e: -e["macro_f1"],
         ),
     }
+
+
+def split_key_groups(test, scheme: str | None) -> list[str] | None:
+    """Each test row's split key under the snapshot's scheme: the unit the bootstrap resamples
+    (copies and near-copies of one text share a key, and so a split). None for a v1 snapshot,
+    whose split was the row id: every row its own unit."""
+    options = scheme_options(scheme)
+    if options is None:
+        return None
+    return [split_key_text(text, options) for text in test["text"].tolist()]
 
 
 def rows_unseen_by_every_model(test, scheme: str | None, models: Mapping[str, Mapping[str, Any]]

@@ -154,9 +154,10 @@ def _calibration_table(evaluations: Sequence[ModelEvaluation]) -> str:
     rows = [[_e(e.name), _e(e.kind),
              _number(e.temperature, 3) if e.temperature is not None else "not scaled",
              _number(e.ece_uncalibrated),
-             _number(e.ece), _number(e.log_loss)]
+             _number(e.ece), _number(e.ece_distinct_texts), _number(e.log_loss)]
             for e in evaluations]
-    return _table(["model", "kind", "temperature T", "ECE before (T = 1)", "ECE as scored", "log loss"], rows)
+    return _table(["model", "kind", "temperature T", "ECE before (T = 1)", "ECE as scored",
+                   "ECE, each distinct text once", "log loss"], rows)
 
 
 def _plot_learning_curve(points: Sequence[LearningCurvePoint], path: Path) -> None:
@@ -363,7 +364,9 @@ def write_report(
         "<h2>Calibration</h2>",
         '<p class="note">Every kind\'s probabilities are temperature-scaled: one T per model, '
         "fitted on the validation rows (tasks.calibration). ECE: 15 equal-width bins on the top "
-        "probability, on the test rows.</p>",
+        "probability, on the test rows; the distinct-text ECE counts the copies of one text (one "
+        "split key) once, with the share of them predicted right, so one text repeated many times "
+        "with disagreeing labels does not stand for many observations.</p>",
         _calibration_table(report.evaluations),
         '<img src="calibration.png" alt="reliability diagram">',
     ]

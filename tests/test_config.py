@@ -103,3 +103,23 @@ def test_params_left_empty_keep_the_configuration(config_file):
     assert own.config(settings, "bert").max_train_rows == 48  # the kind's own override wins
     with pytest.raises(ConfigError, match="epochs = 'fast': expected a number"):
         RunOptions(overrides={"bert": {"epochs": "fast"}}).config(settings, "bert")
+
+
+def test_the_readmes_textclf_toml_loads_as_written(tmp_path):
+    """Every table and key of the README's example file is one the loader knows, with the
+    value the README states (an unknown key would be refused by name)."""
+    import re
+    import tomllib
+
+    from tasks.config import REPO_ROOT, settings_from_mapping
+
+    blocks = re.findall(r"```toml\n(.*?)```", (REPO_ROOT / "README.md").read_text(), re.S)
+    [block] = [b for b in blocks if "[labelled_source]" in b]
+    settings = settings_from_mapping(tomllib.loads(block), tmp_path)
+    assert settings.labelled_source.table == "tickets" and settings.documents_source.table == "inbox"
+    assert settings.candidate_config("tfidf").cs == (0.1, 0.3, 1.0)
+    assert settings.candidate_config("tfidf").successive_halving is True
+    assert settings.candidate_config("bert").max_length == 256
+    assert (settings.promotion.alpha, settings.promotion.lifetime_nights) == (0.05, 365)
+    assert settings.retention.keep_candidates == 10 and settings.airflow.username == "admin"
+    assert settings.validation.max_duplicate_share == 0.2

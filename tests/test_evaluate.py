@@ -22,6 +22,7 @@ from tasks.evaluate import (
     evaluate_all,
     evaluate_model,
     expected_calibration_error,
+    grouped_calibration_error,
     mcnemar,
     paired_bootstrap,
     paired_bootstrap_macro_f1,
@@ -217,6 +218,64 @@ def test_fast_bootstrap_equals_reference_on_random_inputs(n_labels, data, seed):
     slow = slow_reference_bootstrap(y_true, pred_a, pred_b, n_labels, n_resamples=15, seed=seed)
 
     np.testing.assert_allclose(fast, slow, rtol=0, atol=1e-12)
+
+
+def slow_cluster_bootstrap(y_true, pred_a, pred_b, groups, n_labels, n_resamples, seed):
+    """Draw keys (sorted, with replacement), take every row of each drawn key, score with sklearn."""
+    rng = np.random.default_rng(seed)
+    keys = sorted(set(groups))
+    rows_of = {key: [i for i, g in enumerate(groups) if g == key] for key in keys}
+    every_label, diffs = list(range(n_labels)), []
+    for _ in range(n_resamples):
+        rows = [i for k in bootstrap_indices(rng, len(keys)) for i in rows_of[keys[k]]]
+        diffs.append(metrics.f1_score(y_true[rows], pred_a[rows], labels=every_label, average="macro", zero_division=0)
+                     - metrics.f1_score(y_true[rows], pred_b[rows], labels=every_label, average="macro",
+                                        zero_division=0))
+    return np.array(diffs)
+
+
+@settings(max_examples=25, deadline=None)
+@given(n_labels=st.integers(2, 5), data=st.data(), seed=st.integers(0, 2**32 - 1))
+def test_cluster_bootstrap_equals_a_loop_over_drawn_keys(n_labels, data, seed):
+    n_rows = data.draw(st.integers(1, 40))
+    label = st.integers(0, n_labels - 1)
+    y_true, pred_a, pred_b = (np.array(data.draw(st.lists(label, min_size=n_rows, max_size=n_rows)))
+                              for _ in range(3))
+    groups = data.draw(st.lists(st.sampled_from(["a", "b", "c", "d", "e", "f"]), min_size=n_rows, max_size=n_rows))
+    fast = paired_bootstrap(y_true, pred_a, pred_b, n_labels, n_resamples=15, seed=seed, groups=groups)
+    slow = slow_cluster_bootstrap(y_true, pred_a, pred_b, groups, n_labels, 15, seed)
+    np.testing.assert_allclose(fast.macro_f1_diffs, slow, rtol=0, atol=1e-12)
+
+
+def test_distinct_keys_make_the_cluster_bootstrap_the_row_bootstrap():
+    rng = np.random.default_rng(2)
+    y_true, pred_a, pred_b = (rng.integers(0, 3, size=120) for _ in range(3))
+    rows = paired_bootstrap(y_true, pred_a, pred_b, 3, n_resamples=50, seed=4)
+    keyed = paired_bootstrap(y_true, pred_a, pred_b, 3, n_resamples=50, seed=4, groups=[f"t{i}" for i in range(120)])
+    np.testing.assert_array_equal(rows.macro_f1_diffs, keyed.macro_f1_diffs)
+
+
+def test_copies_of_texts_need_the_cluster_bootstrap_to_keep_the_interval_honest():
+    """Simulation: 150 distinct texts, each in the test split 8 times (same truth, same
+    predictions), two equally good models. The 95% interval of the difference should miss the
+    true difference 0 about 5% of the time; resampling rows treats each copy as new evidence."""
+    n_labels, texts, copies, trials = 3, 150, 8, 200
+    misses = {"rows": 0, "texts": 0}
+    groups = np.repeat(np.arange(texts), copies)
+    for trial in range(trials):
+        rng = np.random.default_rng(trial)
+        truth = rng.integers(0, n_labels, size=texts)
+        right_a, right_b = rng.random(texts) < 0.7, rng.random(texts) < 0.7  # equally good
+        pred_a = np.where(right_a, truth, (truth + 1) % n_labels)
+        pred_b = np.where(right_b, truth, (truth + 2) % n_labels)
+        y, a, b = truth[groups], pred_a[groups], pred_b[groups]
+        for unit, keys in (("rows", None), ("texts", groups)):
+            resamples = paired_bootstrap(y, a, b, n_labels, n_resamples=300, seed=trial, groups=keys)
+            low, high = np.percentile(resamples.macro_f1_diffs, [2.5, 97.5])
+            true_diff = 0.0
+            misses[unit] += not low <= true_diff <= high
+    assert misses["texts"] / trials <= 0.10  # nominal 0.05
+    assert misses["rows"] / trials >= 0.30  # copies counted as independent rows
 
 
 def test_bootstrap_depends_only_on_seed():
@@ -420,6 +479,17 @@ def test_ece_matches_a_brute_force_loop(rows):
     correct = [ok for _, ok in rows]
     assert expected_calibration_error(np.array(confidences), np.array(correct)) == pytest.approx(
         brute_force_ece(confidences, correct), abs=1e-12)
+
+
+def test_ece_over_distinct_texts_counts_each_text_once():
+    confidences = np.array([0.9, 0.9, 0.9, 0.9, 0.6, 0.3])
+    correct = np.array([True, False, False, False, True, False])
+    groups = ["rt", "rt", "rt", "rt", "b", "c"]  # one text four times, right once
+    # Three observations: (0.9, 1/4 right), (0.6, right), (0.3, wrong), in their own bins.
+    assert grouped_calibration_error(confidences, correct, groups) == pytest.approx(
+        (abs(0.25 - 0.9) + abs(1 - 0.6) + abs(0 - 0.3)) / 3)
+    assert grouped_calibration_error(confidences, correct, list("abcdef")) == pytest.approx(
+        expected_calibration_error(confidences, correct))
 
 
 class ScaledLogitModel:

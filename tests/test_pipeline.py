@@ -61,7 +61,7 @@ def test_a_champion_of_an_older_split_scheme_is_compared_only_on_rows_it_never_s
     champion, trained under the old scheme, saw some of the new test rows. Evaluation still
     scores it on every new test row (the leaderboard), but the comparisons that decide promotion
     use only the test rows that were test rows under its scheme too."""
-    from tasks.extract import SCHEME_V2, SPLIT_SCHEME, read_snapshot, split_under_scheme
+    from tasks.extract import SCHEME_V2, SPLIT_SCHEME, read_snapshot, split_key_text, split_under_scheme
 
     start, end = manual_run_interval(DAY.date())
     seed(settings, days=3, per_day=60, end=end)
@@ -80,7 +80,8 @@ def test_a_champion_of_an_older_split_scheme_is_compared_only_on_rows_it_never_s
     evaluation = evaluate_step(settings, "run-s", validation, [candidate], RunOptions(candidates=("tfidf",)))
 
     test = read_snapshot(validation["clean_path"]).query("split == 'test'")
-    unseen = sum(split_under_scheme(SCHEME_V2, t, i) == "test" for t, i in zip(test["text"], test["id"], strict=True))
+    unseen_texts = [t for t, i in zip(test["text"], test["id"], strict=True) if split_under_scheme(SCHEME_V2, t, i) == "test"]
+    unseen = len(unseen_texts)
     assert 0 < unseen < len(test)
     (comparison, champion_rows, roles), = fetch(
         pg, "SELECT c.comparison, h.test_rows, c.role FROM textclf.evaluations c "
@@ -88,5 +89,7 @@ def test_a_champion_of_an_older_split_scheme_is_compared_only_on_rows_it_never_s
             "WHERE c.run_id = 'run-s' AND c.role = 'candidate'")
     assert evaluation["champion"] == old_champion and champion_rows == len(test)
     assert comparison["rows_compared"] == unseen
+    # The bootstrap resamples the distinct split keys of those rows, not the rows.
+    assert comparison["groups_compared"] == len({split_key_text(t) for t in unseen_texts})
     page = (settings.run_dir("run-s") / "report" / "index.html").read_text()
     assert "another split scheme" in page

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from support import KeywordModel
-from tasks.evaluate import EvaluationReport, evaluate_all
+from tasks.evaluate import EvaluationReport, evaluate_all, expected_calibration_error
 from tasks.report import LearningCurvePoint, learning_curve, write_report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -165,9 +165,18 @@ def test_report_shows_each_models_reliability_and_its_ece_before_and_after_calib
     truth = rng.integers(0, 3, size=150)
     texts = [f"doc {labels[t] if rng.random() < 0.7 else labels[rng.integers(3)]}" for t in truth]
     models = {"plain": KeywordModel(labels, 0.9), "scaled": CalibratedKeywordModel(labels, 0.9, 2.0)}
-    report = evaluate_all(models, texts, [labels[t] for t in truth], labels, None)
+    report = evaluate_all(models, texts, [labels[t] for t in truth], labels, None, groups=texts)
     scaled = report.evaluation("scaled")
     assert scaled.ece_uncalibrated == pytest.approx(report.evaluation("plain").ece, abs=1e-12)
+    # Three distinct texts ("doc neg", ...): the distinct-text ECE sees three observations,
+    # each its confidence and the share of its copies predicted right.
+    observations = []
+    for text in sorted(set(texts)):
+        probabilities = models["scaled"].predict_proba([text])[0]
+        copies = [t for t, x in zip(truth, texts, strict=True) if x == text]
+        observations.append((probabilities.max(), np.mean([t == probabilities.argmax() for t in copies])))
+    assert scaled.ece_distinct_texts == pytest.approx(expected_calibration_error(
+        np.array([c for c, _ in observations]), np.array([r for _, r in observations])), abs=1e-12)
 
     page = write_report(tmp_path, report, "Study").read_text(encoding="utf-8")
 
@@ -175,6 +184,7 @@ def test_report_shows_each_models_reliability_and_its_ece_before_and_after_calib
     assert per_model == ["calibration_01_plain.png", "calibration_02_scaled.png"]
     assert all((tmp_path / i).read_bytes().startswith(PNG_SIGNATURE) for i in per_model)
     row = re.search(r"<tr><td>scaled</td>(.*?)</tr>", page.split("temperature T")[1]).group(1)
-    assert re.findall(r"<td>([^<]*)</td>", row)[:4] == [
-        "calibrated", "2.000", f"{scaled.ece_uncalibrated:.4f}", f"{scaled.ece:.4f}"]
+    assert re.findall(r"<td>([^<]*)</td>", row)[:5] == [
+        "calibrated", "2.000", f"{scaled.ece_uncalibrated:.4f}", f"{scaled.ece:.4f}",
+        f"{scaled.ece_distinct_texts:.4f}"]
     assert "not scaled" in page
