@@ -56,7 +56,7 @@ class ModelEvaluation:
     ece_uncalibrated: float | None = None
     reliability_bins_uncalibrated: list[dict[str, float]] = field(default_factory=list)
     # ECE with each distinct text (split key) counted once: copies of one text move together
-    # (one tweet is 151 of the demo's 3,943 test rows), which the row ECE counts 151 times.
+    # (one retweet is 128 of the demo's 3,029 test rows), which the row ECE counts 128 times.
     ece_distinct_texts: float | None = None
     size_bytes: int | None = None
     train_seconds: float | None = None
@@ -436,9 +436,9 @@ def paired_bootstrap(
 
     ``groups`` (one key per row, e.g. its split key) makes it a cluster bootstrap: rows that
     share a key are drawn together, ``bootstrap_indices(rng, g)`` over the g distinct keys in
-    sorted order. Copies of one text are one observation, not many: 151 copies of one tweet
-    among 3,943 demo test rows would otherwise count as 151 independent rows and make the
-    interval too narrow. When every key is distinct it is the row bootstrap, draw for draw."""
+    sorted order. Copies of one text are one observation, not many: the 128 copies of one
+    retweet among the demo's 3,029 test rows would otherwise count as 128 independent rows and
+    make the interval too narrow. When every key is distinct it is the row bootstrap, draw for draw."""
     y_true = np.asarray(y_true, dtype=np.int64)
     pred_a = np.asarray(pred_a, dtype=np.int64)
     pred_b = np.asarray(pred_b, dtype=np.int64)
