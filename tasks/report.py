@@ -257,6 +257,7 @@ def _comparisons_table(comparisons: Sequence[Comparison]) -> str:
     headers = [
         "challenger", "champion", "Δ macro-F1", "CI low", "CI high", "resamples", "seed",
         "McNemar statistic", "McNemar p", "b (only challenger right)", "c (only champion right)",
+        "rows compared (distinct texts resampled)",
     ]  # fmt: skip
     rows = [
         [
@@ -271,6 +272,8 @@ def _comparisons_table(comparisons: Sequence[Comparison]) -> str:
             f"{c.mcnemar_p_value:.3g}",
             str(c.b),
             str(c.c),
+            "—" if c.rows_compared is None else
+            f"{c.rows_compared:,}" + ("" if c.groups_compared is None else f" ({c.groups_compared:,})"),
         ]
         for c in comparisons
     ]

@@ -13,22 +13,26 @@ NASTY_LABEL = "<script>alert(1)</script>"
 MATHTEXT_LABEL = "cost $a^$"  # unbalanced mathtext: matplotlib raises unless "$" is escaped
 
 
-def make_report(labels, champion="champion <b>", n_rows=120, seed=0):
-    """Two keyword models that read labels in opposite orders, on texts naming one or two labels.
-
-    Texts with two labels make the models disagree, so the comparison is not trivial.
-    """
+def report_rows(labels, n_rows=120, seed=0):
     rng = np.random.default_rng(seed)
     truth = rng.integers(0, len(labels), size=n_rows)
     texts = [
         f"doc {labels[t]} {labels[rng.integers(len(labels))] if rng.random() < 0.4 else ''}" for t in truth
     ]
-    true_labels = [labels[t] for t in truth]
+    return texts, [labels[t] for t in truth]
+
+
+def make_report(labels, champion="champion <b>", n_rows=120, seed=0):
+    """Two keyword models that read labels in opposite orders, on texts naming one or two labels.
+
+    Texts with two labels make the models disagree, so the comparison is not trivial.
+    """
+    texts, true_labels = report_rows(labels, n_rows, seed)
     models = {
         "champion <b>": KeywordModel(labels, confidence=0.6),
         "tfidf/v2": KeywordModel(labels[::-1], confidence=0.9),
     }
-    return evaluate_all(models, texts, true_labels, labels, champion, n_resamples=100)
+    return evaluate_all(models, texts, true_labels, labels, champion, n_resamples=100, groups=texts)
 
 
 def linked_images(page):
@@ -57,6 +61,9 @@ def test_report_writes_page_and_plots(tmp_path):
     comparison = report.comparisons[0]
     assert comparison.ci_low < comparison.ci_high
     assert f"[{comparison.ci_low:+.4f}, {comparison.ci_high:+.4f}]" in page
+    distinct = len(set(report_rows(["neg", "neu", "pos"])[0]))  # the texts repeat: few distinct
+    assert comparison.rows_compared == 120 and comparison.groups_compared == distinct < 120
+    assert f"<td>120 ({distinct})</td>" in page  # rows compared, distinct texts resampled
     assert "Learning curve" in page and "61.0" in page
     assert "r1" in page
 
