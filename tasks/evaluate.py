@@ -438,7 +438,8 @@ def paired_bootstrap(
     share a key are drawn together, ``bootstrap_indices(rng, g)`` over the g distinct keys in
     sorted order. Copies of one text are one observation, not many: the 128 copies of one
     retweet among the demo's 3,029 test rows would otherwise count as 128 independent rows and
-    make the interval too narrow. When every key is distinct it is the row bootstrap, draw for draw."""
+    make the interval too narrow. When every key is distinct it is the row bootstrap, draw for
+    draw."""
     y_true = np.asarray(y_true, dtype=np.int64)
     pred_a = np.asarray(pred_a, dtype=np.int64)
     pred_b = np.asarray(pred_b, dtype=np.int64)

@@ -8,7 +8,8 @@ the chunks are stacked and liblinear's LinearSVC fits them exactly: SGD loses ab
 macro-F1 on some corpora (a 20-class one in issue 19), however long it runs. Beyond that, every
 candidate learns by SGD from the same chunks in the same passes (``partial_fit``), so memory
 stays flat at 1M rows; after the first pass only the best third go on (successive halving,
-``halving_survivors``), which takes the 9-candidate search from 27 candidate-passes to 15. The choice is recorded (``params["solver"]``, the model's JSON).
+``halving_survivors``), which takes the 9-candidate search from 27 candidate-passes to 15.
+The choice is recorded (``params["solver"]``, the model's JSON).
 
 The search tries regularisation (C or alpha) x label-weight power on one vectorisation, in a
 fixed order, and when the best regularisation sits at an edge of the values tried, grows the
