@@ -27,6 +27,7 @@ demo: $(STAMP)
 	$(BIN)/textclf demo
 
 test: $(STAMP)
+	bash tests/install_system_deps.sh
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

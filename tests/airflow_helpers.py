@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import pytest
 from tasks.airflow_env import ADMIN_USER, DAG_ID, PASSWORDS_FILE
 
 FINISHED = {"success", "failed"}
+PROCESS_MARKER = "TEXTCLF_TEST_PROCESS_MARKER"
 BAD_TASK_STATES = {"failed", "upstream_failed", "up_for_retry"}
 
 
@@ -89,8 +91,11 @@ class AirflowStandalone:
         self.base_url = f"http://127.0.0.1:{self.port}"
         # As from a user's shell: none of the test session's Airflow settings.
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+        # Every process this start spawns inherits the marker: leftovers are found by it, never
+        # by "any Airflow process on the machine" (another user's scheduler is not ours).
+        self.marker = uuid.uuid4().hex
         self.env = {**inherited, "TEXTCLF_HOME": str(home), "TEXTCLF_DATABASE_URL": database_url,
-                    **(extra_env or {})}
+                    PROCESS_MARKER: self.marker, **(extra_env or {})}
         self.process: subprocess.Popen | None = None
         self.output = home / "textclf-airflow.out"
         self.started_at: datetime | None = None
@@ -271,15 +276,18 @@ def still_running(processes: list) -> list:
     return alive
 
 
-def airflow_processes_since(started: float) -> list:
-    """Live processes started after ``started`` (epoch seconds) whose command line runs Airflow."""
+def processes_marked(marker: str) -> list:
+    """Live processes whose environment carries ``marker`` (see AirflowStandalone): the ones a
+    test started, however they were spawned, and none of anybody else's."""
     import psutil
 
     found = []
-    for proc in psutil.process_iter(["cmdline", "create_time"]):
-        cmdline = " ".join(proc.info["cmdline"] or [])
-        if proc.info["create_time"] >= started and "airflow" in cmdline and proc.pid != os.getpid():
-            found.extend(still_running([proc]))
+    for proc in psutil.process_iter():
+        try:
+            if proc.pid != os.getpid() and proc.environ().get(PROCESS_MARKER) == marker:
+                found.extend(still_running([proc]))
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
     return found
 
 

@@ -11,10 +11,8 @@ import time
 import psycopg2
 import pytest
 
-from airflow_helpers import AirflowStandalone, airflow_processes_since, process_tree, still_running
+from airflow_helpers import AirflowStandalone, process_tree, processes_marked, still_running
 from conftest import recreate_database, url_for_database
-
-pytestmark = pytest.mark.slow
 
 
 def wait_until_gone(processes: list, timeout: float = 60) -> list:
@@ -24,11 +22,32 @@ def wait_until_gone(processes: list, timeout: float = 60) -> list:
     return left
 
 
+def test_leftovers_are_the_processes_this_test_started_and_no_others():
+    """Another user's Airflow on the same machine is not a leftover of ours."""
+    import os
+    import subprocess
+    import sys
+
+    from airflow_helpers import PROCESS_MARKER
+
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)", "airflow scheduler"]
+    ours = subprocess.Popen(sleeper, env={**os.environ, PROCESS_MARKER: "ours"})
+    theirs = subprocess.Popen(sleeper, env={k: v for k, v in os.environ.items() if k != PROCESS_MARKER})
+    try:
+        assert [p.pid for p in processes_marked("ours")] == [ours.pid]
+        assert processes_marked("nobody") == []
+    finally:
+        for proc in (ours, theirs):
+            proc.kill()
+            proc.wait()
+    assert processes_marked("ours") == []
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("stop_signal", [signal.SIGHUP, signal.SIGKILL], ids=["SIGHUP", "SIGKILL"])
 def test_stopping_textclf_airflow_leaves_no_airflow_process(database_url, tmp_path, stop_signal):
     metadata_db = f"textclf_test_standalone_{stop_signal.name.lower()}"
     recreate_database(database_url, metadata_db)
-    started = time.time()
     airflow = AirflowStandalone(tmp_path / "home", database_url,
                                 extra_env={"TEXTCLF_AIRFLOW_DATABASE": metadata_db})
     with airflow:
@@ -57,5 +76,5 @@ def test_stopping_textclf_airflow_leaves_no_airflow_process(database_url, tmp_pa
 
         code = airflow.stop(stop_signal)
         assert code == (0 if stop_signal == signal.SIGHUP else -signal.SIGKILL)
-        left = wait_until_gone(tree) + wait_until_gone(airflow_processes_since(started))
+        left = wait_until_gone(tree) + wait_until_gone(processes_marked(airflow.marker))
         assert left == [], [" ".join(p.cmdline()) for p in left]

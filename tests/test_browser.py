@@ -3,7 +3,7 @@ from the navigation, the trigger form with its defaults untouched and with Param
 backfill dialog, a user without access to the DAG, and a manual promotion reaching the champion
 asset. Screenshots go to tests/artifacts/ (two of them are in the README).
 
-Chromium comes from Debian's package (.ci/run installs it): /usr/bin/chromium."""
+Chromium comes from Debian's package (`make test` installs it: tests/install_system_deps.sh): /usr/bin/chromium."""
 
 from __future__ import annotations
 
