@@ -11,12 +11,13 @@ def _score(value: float | None) -> str:
 
 def print_leaderboard(models: list[dict[str, Any]]) -> None:
     """One line per version: validation macro-F1 beside the latest test macro-F1 (and the run
-    that measured it on its frozen test rows)."""
+    that measured it on its frozen test rows), and the code version that trained it."""
     print(f"{'version':>7}  {'kind':<10} {'val macro-F1':>12} {'test macro-F1':>13}  {'created':<19}  "
-          f"champion  tested in")
+          f"{'code':<20}  champion  tested in")
     for m in models:
         print(f"{m['version']:>7}  {m['kind']:<10} {_score(m['metrics'].get('val_macro_f1')):>12} "
               f"{_score(m.get('test_macro_f1')):>13}  {m['created_at']:%Y-%m-%d %H:%M:%S}  "
+              f"{m.get('code_version') or '-':<20}  "
               f"{'*' if m['is_champion'] else '':<8}  {m.get('evaluated_in') or '-'}")
 
 

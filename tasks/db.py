@@ -657,17 +657,18 @@ def upsert_model_version(cur, record: dict[str, Any]) -> int:
         """
         INSERT INTO textclf.model_versions
             (kind, labels, params, metrics, artifact_uri, artifact_sha256, size_bytes,
-             data_fingerprint, code_version, run_id, logical_date, train_seconds,
-             peak_memory_bytes, training_key)
+             data_fingerprint, code_version, code_identity, run_id, logical_date,
+             train_seconds, peak_memory_bytes, training_key)
         VALUES (%(kind)s, %(labels)s, %(params)s, %(metrics)s, %(artifact_uri)s,
                 %(artifact_sha256)s, %(size_bytes)s, %(data_fingerprint)s, %(code_version)s,
-                %(run_id)s, %(logical_date)s, %(train_seconds)s, %(peak_memory_bytes)s,
-                %(training_key)s)
+                %(code_identity)s, %(run_id)s, %(logical_date)s, %(train_seconds)s,
+                %(peak_memory_bytes)s, %(training_key)s)
         ON CONFLICT (training_key) DO UPDATE SET
             labels = EXCLUDED.labels, params = EXCLUDED.params, metrics = EXCLUDED.metrics,
             artifact_uri = EXCLUDED.artifact_uri, artifact_sha256 = EXCLUDED.artifact_sha256,
             size_bytes = EXCLUDED.size_bytes, data_fingerprint = EXCLUDED.data_fingerprint,
-            code_version = EXCLUDED.code_version, logical_date = EXCLUDED.logical_date,
+            code_version = EXCLUDED.code_version, code_identity = EXCLUDED.code_identity,
+            logical_date = EXCLUDED.logical_date,
             train_seconds = EXCLUDED.train_seconds, peak_memory_bytes = EXCLUDED.peak_memory_bytes
         RETURNING version
         """,
@@ -677,6 +678,8 @@ def upsert_model_version(cur, record: dict[str, Any]) -> int:
             "params": psycopg2.extras.Json(record["params"]),
             "metrics": psycopg2.extras.Json(record.get("metrics", {})),
             "data_fingerprint": psycopg2.extras.Json(record.get("data_fingerprint")),
+            "code_identity": (psycopg2.extras.Json(record["code_identity"])
+                              if record.get("code_identity") is not None else None),
         },
     )
     return cur.fetchone()[0]

@@ -12,11 +12,15 @@ registration; a mismatch refuses to load.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
+import os
 import subprocess
+from collections.abc import Mapping
 from datetime import datetime
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -28,16 +32,83 @@ from tasks.errors import ChecksumMismatch, RegistryError
 log = logging.getLogger(__name__)
 
 
-def code_version() -> str:
-    try:
-        return subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"],
-            capture_output=True, text=True, check=True, timeout=5,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        from importlib.metadata import version
+CODE_FOLDERS = ("tasks", "dags", "plugins", "expectations")
+# What changes behaviour: Python, SQL, and JSON (the expectation suites decide which rows are
+# quarantined, so which rows a model trains on, and the data fingerprint is taken before them).
+# Templates (the registry page, Alembic's migration template) render text and are left out.
+CODE_SUFFIXES = frozenset({".py", ".sql", ".json"})
+NO_GIT: dict[str, Any] = {"git_commit": None, "git_dirty": None}
 
-        return "textclf-" + version("textclf")
+
+def code_root() -> Path:
+    """The tree whose source identifies the running code: ``$TEXTCLF_CODE_ROOT`` (the image sets
+    it: its package is installed, not checked out), else the repository."""
+    return Path(os.environ.get("TEXTCLF_CODE_ROOT") or REPO_ROOT)
+
+
+def source_hash(root: Path, folders: Mapping[str, Path] | None = None) -> str:
+    """``src-`` and 16 hex digits of the sha256 over every source file (relative path and bytes,
+    in sorted order) of ``root``'s code folders, or where ``folders`` says one lives: the same
+    source gives the same hash in a checkout and in an image, whatever the commit or tag."""
+    files: list[tuple[str, Path]] = []
+    for folder in CODE_FOLDERS:
+        base = Path((folders or {}).get(folder, root / folder)).resolve()  # follows the image's links
+        if base.is_dir():
+            files += [
+                (f"{folder}/{path.relative_to(base).as_posix()}", path)
+                for path in base.rglob("*")
+                if path.suffix in CODE_SUFFIXES and "__pycache__" not in path.parts and path.is_file()
+            ]
+    digest = hashlib.sha256()
+    for relative, path in sorted(files):
+        digest.update(relative.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    return "src-" + digest.hexdigest()[:16]
+
+
+@functools.cache
+def _cached_source_hash(root: str, expectations: str | None) -> str:
+    return source_hash(Path(root), {"expectations": Path(expectations)} if expectations else None)
+
+
+def code_version() -> str:
+    """The content hash of this process's source, part of every training key: a code fix trains
+    again on a re-run or backfill. Computed once per process (and root): the code that runs is
+    the code imported, whatever is edited on disk later. The suites hashed are the ones
+    validation reads (``$TEXTCLF_EXPECTATIONS_DIR``, as Settings.expectations_dir)."""
+    return _cached_source_hash(str(code_root()), os.environ.get("TEXTCLF_EXPECTATIONS_DIR"))
+
+
+@functools.cache
+def _git_state(root: str) -> dict[str, Any]:
+    """The commit checked out at ``root`` and whether the code folders differ from it; NO_GIT
+    outside a checkout of its own (images copy no .git)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", root, *args], capture_output=True, text=True,
+                              check=True, timeout=5).stdout.strip()
+
+    try:
+        if Path(git("rev-parse", "--show-toplevel")).resolve() != Path(root).resolve():
+            return NO_GIT  # inside some other repository (an install under a checkout)
+        return {"git_commit": git("rev-parse", "HEAD"),
+                "git_dirty": bool(git("status", "--porcelain", "--", *CODE_FOLDERS))}
+    except (OSError, subprocess.SubprocessError):
+        return NO_GIT
+
+
+@functools.cache
+def _package_version() -> str | None:
+    try:
+        return metadata.version("textclf")
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def code_identity() -> dict[str, Any]:
+    """Everything known about the running code, stored with each model version. Only
+    ``source`` (the code version) is in the training key: the same source trains the same model
+    whatever commit or image it came from."""
+    return {"source": code_version(), **_git_state(str(code_root())),
+            "image": os.environ.get("TEXTCLF_CODE_VERSION") or None, "package": _package_version()}
 
 
 def artifact_checksum(directory) -> tuple[str, int]:
@@ -81,6 +152,7 @@ def register_model(
         "kind": kind, "labels": labels, "params": params, "metrics": metrics,
         "artifact_uri": "", "artifact_sha256": sha256, "size_bytes": size,
         "data_fingerprint": data_fingerprint, "code_version": code_version(),
+        "code_identity": code_identity(),
         "run_id": run_id, "logical_date": logical_date, "train_seconds": train_seconds,
         "peak_memory_bytes": peak_memory_bytes, "training_key": training_key,
     })
