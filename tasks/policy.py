@@ -91,7 +91,7 @@ class NightBudget:
     level: float  # the family-wise level of tonight's Holm procedure
     spent_before: float  # alpha already spent in this window by other nights
     window_nights: int
-    rerun: bool = False  # this date was judged before: same night, same level, nothing new spent
+    rerun: bool = False  # this date was judged before: its level is spent, nothing is left
 
     @property
     def window(self) -> int:
@@ -101,7 +101,9 @@ class NightBudget:
         text = (f"lifetime budget: night {self.night} of this champion's reign, level {self.level:.2e}; "
                 f"{self.spent_before + self.level:.4f} of alpha {alpha:.3f} spent in window {self.window} "
                 f"({self.window_nights} nights)")
-        return text + (" (a re-run of a night already judged: nothing new spent)" if self.rerun else "")
+        return text + (" (a re-run of a night already judged: that night spent its level; a re-run "
+                       "only gets what is left, nothing, so the next night judges these challengers)"
+                       if self.rerun else "")
 
 
 @dataclass
@@ -139,6 +141,8 @@ def holm_rejections(p_values: Sequence[float], alpha: float) -> list[bool]:
     """Holm's step-down procedure: which hypotheses are rejected at family-wise level alpha."""
     m = len(p_values)
     rejected = [False] * m
+    if alpha <= 0:  # nothing left to spend: even p = 0 (no spread in the resamples) is not enough
+        return rejected
     for rank, index in enumerate(sorted(range(m), key=lambda i: p_values[i])):
         if p_values[index] > alpha / (m - rank):
             break
@@ -175,14 +179,17 @@ def night_levels(policy: PromotionPolicy, nights: int) -> np.ndarray:
 def night_budget(tested: Sequence[JudgedNight], interval_end: datetime, policy: PromotionPolicy) -> NightBudget:
     """This run's night of the reign from the nights already judged against the champion.
 
-    Nights are data intervals, not runs: a retry, or a re-run of a date already judged, gets
-    that date's night and level again and spends nothing new; a new date (a backfill of a date
-    inside the reign too) is the next night, in the order judged."""
+    Nights are data intervals, not runs. Every challenger ever judged on a date belongs to that
+    date's one family: its first judged run spent the date's level, so a re-run of the date (new
+    challengers, another grid, a candidate that failed the first time) tests at level 0 and
+    cannot promote; re-running a date until something passes would otherwise buy fresh alpha.
+    A retry of the same run replays its recorded decision and never gets here. A new date (a
+    backfill of a date inside the reign too) is the next night, in the order judged."""
     by_end = {t.interval_end: t for t in sorted(tested, key=lambda t: t.night)}
     n = policy.lifetime_nights
     previous = by_end.get(interval_end)
     night = previous.night if previous else len(by_end) + 1
-    level = previous.level if previous else night_level(night, policy)
+    level = 0.0 if previous else night_level(night, policy)
     window = (night - 1) // n
     spent = sum(t.level for t in by_end.values()
                 if (t.night - 1) // n == window and t.interval_end != interval_end)

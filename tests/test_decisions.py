@@ -145,9 +145,15 @@ def test_each_date_judged_against_a_champion_spends_its_nights_budget_once(setti
     assert (first["night"], first["level"], first["spent"], first["rerun"]) == (
         1, pytest.approx(night_level(1, settings.promotion)), True, False)
 
-    run_date(settings, days[1], "b2-again", min_delta=0.5)  # the same date, a new run id
-    again = budget("b2-again")
-    assert (again["night"], again["level"], again["spent"], again["rerun"]) == (1, first["level"], False, True)
+    # The same date, a new run id, challengers that would pass (min_delta -1): the date's level
+    # was spent by b2, so nothing is left to test them at, and the champion stays.
+    again = run_date(settings, days[1], "b2-again", min_delta=-1)["promotion"]
+    assert again["decision"] == "kept" and again["champion"] == v1
+    spent = budget("b2-again")
+    assert (spent["night"], spent["level"], spent["spent"], spent["rerun"]) == (1, 0.0, False, True)
+    [(detail,)] = fetch(pg, """SELECT r->>'detail' FROM textclf.promotion_decisions,
+        jsonb_array_elements(reasons->'verdicts'->0->'rules') r WHERE run_id = 'b2-again' AND r->>'rule' = 'beats_champion'""")
+    assert "a re-run of a night already judged" in detail
 
     run_date(settings, days[2], "b3", min_delta=0.5)
     assert (budget("b3")["night"], budget("b3")["spent_before"]) == (2, pytest.approx(first["level"]))

@@ -297,13 +297,13 @@ def test_night_levels_spend_exactly_alpha_per_window_front_loaded():
         night_level(0, policy)
 
 
-def test_a_rerun_of_a_date_spends_nothing_and_a_new_date_is_the_next_night():
+def test_a_rerun_of_a_date_has_nothing_left_to_spend_and_a_new_date_is_the_next_night():
     policy = PromotionPolicy(lifetime_nights=3)
     judged = [JudgedNight(END + timedelta(days=d), d + 1, night_level(d + 1, policy)) for d in range(4)]
     first = night_budget([], END, policy)
     assert (first.night, first.level, first.spent_before, first.rerun) == (1, night_level(1, policy), 0.0, False)
     again = night_budget(judged, END + timedelta(days=1), policy)  # a re-run (or retry) of night 2
-    assert (again.night, again.level, again.rerun) == (2, judged[1].level, True)
+    assert (again.night, again.level, again.rerun) == (2, 0.0, True)  # night 2 spent its level
     assert again.spent_before == pytest.approx(judged[0].level + judged[2].level)  # not its own twice
     backfill = night_budget(judged, END - timedelta(days=9), policy)  # a new date inside the reign
     assert (backfill.night, backfill.rerun, backfill.window) == (5, False, 2)
@@ -498,3 +498,37 @@ def test_a_challenger_003_better_is_promoted_within_a_few_nights():
           f"arriving on night 100: within 30 nights in {late_within:.3f}")
     assert within[3] >= 0.75 and within[10] >= within[3]
     assert late_within >= 0.25
+
+
+def run_levels(nights: int, runs_per_night: int) -> np.ndarray:
+    """(nights x runs) levels night_budget gives each run of each date in one reign where every
+    date is judged, then re-run ``runs_per_night - 1`` times with new challengers."""
+    policy = PromotionPolicy()
+    judged: list[JudgedNight] = []
+    levels = np.zeros((nights, runs_per_night))
+    for night in range(nights):
+        end = END + timedelta(days=night)
+        for run in range(runs_per_night):
+            budget = night_budget(judged, end, policy)
+            levels[night, run] = budget.level
+            if not budget.rerun:  # what promotion_decisions records as spent for the date
+                judged.append(JudgedNight(end, budget.night, budget.level))
+    return levels
+
+
+def test_rerunning_dates_with_new_challengers_cannot_buy_fresh_alpha():
+    """A year of nights, each date re-run twice more with freshly trained equal challengers (two
+    per run, new p-values each time): a spurious promotion in at most alpha of the reigns, as
+    with one run a night. Had each re-run been tested at the date's level again (the former
+    rule), the reigns would see about three times as many."""
+    n, nights, runs, challengers = 2000, 365, 3, 2
+    levels = run_levels(nights, runs)
+    assert np.all(levels[:, 1:] == 0) and levels[:, 0].sum() == pytest.approx(PromotionPolicy().alpha)
+    rng = np.random.default_rng(12)
+    p_values = rng.random((n, nights, runs, challengers))  # equal challengers: uniform p-values
+    promoted = (p_values.min(-1) <= levels / challengers).any((1, 2))
+    former = (p_values.min(-1) <= levels[:, :1] / challengers).any((1, 2))
+    print(f"\nre-runs with new challengers: spurious promotion in {promoted.mean():.3f} of reigns "
+          f"(former rule: {former.mean():.3f})")
+    assert not_above(int(promoted.sum()), n, 0.05)
+    assert former.mean() > 2 * 0.05 * 0.9  # what the rule prevents: the bypass was real
