@@ -24,9 +24,14 @@ re-running a date rewrites exactly its own rows. Downstream DAGs can still sched
 `"max_active_runs": 1` to the REST API): if runs do overlap, `promote` notices that another run
 changed the champion since its evaluation and judges its candidates again.
 
-A skipped task is not an error: its log says why (no new rows, validation failed, champion
-kept, candidate disabled). Trigger a run with the form to change candidates, the BERT budget,
-the promotion margin, or to evaluate without promoting.
+**Green means the night did its job**: it judged its candidates and every document of its
+interval has a prediction from the run's champion (or a quarantine row saying why not), or
+there were no new labelled rows and **finish** says so. Otherwise the night is red on the first
+try (**finish** fails with the reason in one line, also in `textclf.pipeline_events`), and the
+DAG's failure callback sends **one** alert naming the run, the reason and each failed task.
+A skipped task is not an error: its log says why (no new rows, champion kept, candidate
+disabled, nothing to summarise because an earlier task failed). Trigger a run with the form to
+change candidates, the BERT budget, the promotion margin, or to evaluate without promoting.
 """
 
 from __future__ import annotations
@@ -47,11 +52,11 @@ from airflow.sdk import (
     task,
 )
 from airflow.sdk.configuration import conf
-from textclf_airflow import night_deadline_missed, night_failed, notifiers
+from textclf_airflow import night_deadline_missed, night_failed, task_failed
 from textclf_airflow import run_step as _run
 
 from tasks.airflow_client import CHAMPION_ASSET, CHAMPION_ASSET_URI
-from tasks.airflow_env import IN_PROCESS_RUN, START_DATE
+from tasks.airflow_env import IN_PROCESS_RUN, START_DATE, night_deadline
 from tasks.candidates import KINDS
 from tasks.candidates.base import MAX_TRAIN_ROWS
 from tasks.candidates.bert.config import HUB_ID_PATTERN
@@ -62,8 +67,6 @@ from tasks.k8s import executor_config
 # inside it (tests/test_dag.py adds up the longest path).
 NIGHT_TIMEOUT = timedelta(hours=20)
 SHORT_TASK = timedelta(minutes=10)  # bookkeeping tasks: plans, promotion, totals
-TASK_FAILED = "[textclf] {{ ti.dag_id }}.{{ ti.task_id }} failed for {{ run_id }}"
-NIGHT_FAILED = "[textclf] {{ dag_run.dag_id }} run {{ run_id }} failed"
 
 # Under the KubernetesExecutor, GPU tasks ask for a GPU pod (tasks/k8s.py); elsewhere nothing.
 EXECUTOR = conf.get("core", "executor")
@@ -217,24 +220,6 @@ def _options(params):
     return RunOptions.from_params(dict(params))
 
 
-def record_failure(context) -> None:
-    """Failure callback: a readable summary in textclf.pipeline_events (and the task log)."""
-    from tasks.pipeline import record_failure as record
-
-    ti = context["ti"]
-    message = (
-        f"{ti.dag_id}.{ti.task_id} failed on try {ti.try_number} for run {context['run_id']}: "
-        f"{context.get('exception')!r}"
-    )
-    record(_settings(), context["run_id"], ti.task_id, message)
-
-
-def _failure_callbacks() -> list:
-    """Always record the failure; also send it to the configured notifiers (e-mail, Slack:
-    textclf_airflow.notifiers)."""
-    return [record_failure, *notifiers(TASK_FAILED, "try {{ ti.try_number }}: {{ exception }}")]
-
-
 @dag(
     dag_id="textclf_retrain",
     schedule=CronDataIntervalTimetable("0 2 * * *", timezone="UTC"),
@@ -243,9 +228,11 @@ def _failure_callbacks() -> list:
     max_active_runs=1,
     # One still running 8 hours after it was queued is reported first.
     dagrun_timeout=NIGHT_TIMEOUT,
-    on_failure_callback=[night_failed, *notifiers(NIGHT_FAILED, "{{ reason }}")],
+    # A red night sends one alert (night_failed), whatever number of tasks failed; each failed
+    # task is recorded (task_failed) and listed in it.
+    on_failure_callback=night_failed,
     deadline=None if IN_PROCESS else DeadlineAlert(
-        reference=DeadlineReference.DAGRUN_QUEUED_AT, interval=timedelta(hours=8),
+        reference=DeadlineReference.DAGRUN_QUEUED_AT, interval=night_deadline(),
         callback=SyncCallback(night_deadline_missed)),
     params=PARAMS,
     doc_md=__doc__,
@@ -256,7 +243,7 @@ def _failure_callbacks() -> list:
         "retry_exponential_backoff": 2.0,
         "max_retry_delay": timedelta(minutes=20),
         "execution_timeout": timedelta(minutes=30),
-        "on_failure_callback": _failure_callbacks(),
+        "on_failure_callback": task_failed,
     },
 )
 def textclf_retrain():
@@ -309,8 +296,9 @@ def textclf_retrain():
         "needed when no GPU kind is involved.",
     )
     def plan_scoring(validation, trained: list, device: str):
-        from tasks.pipeline import plan_scoring_step
+        from tasks.pipeline import plan_scoring_step, require_candidates
 
+        _run(require_candidates, validation, trained)  # before the settings: skip at once
         return _run(plan_scoring_step, _settings(), validation, trained, device)
 
     @task(map_index_template="{{ model_label }}",
@@ -331,8 +319,9 @@ def textclf_retrain():
           doc_md="Candidates and the champion, scored on the same frozen test rows, compared; "
           "HTML report.")
     def evaluate(validation, trained: list, on_cpu, on_gpu, *, run_id=None, params=None):
-        from tasks.pipeline import evaluate_step
+        from tasks.pipeline import evaluate_step, require_candidates
 
+        _run(require_candidates, validation, trained)
         scored = [*(on_cpu or []), *(on_gpu or [])]
         result = _run(evaluate_step, _settings(), run_id, validation, trained, _options(params),
                       scored=scored)
@@ -364,8 +353,9 @@ def textclf_retrain():
         "task per device: the other one's list is empty, so no GPU worker is needed for a CPU model.",
     )
     def plan_predictions(validation, device: str, *, run_id=None, params=None):
-        from tasks.pipeline import plan_predictions_step
+        from tasks.pipeline import plan_predictions_step, require_validated
 
+        _run(require_validated, validation)
         plan = _run(plan_predictions_step, _settings(), run_id, validation,
                     rescore_all=bool(params.get("rescore_all")))
         return plan[device]
@@ -401,18 +391,26 @@ def textclf_retrain():
         return result
 
     @task(trigger_rule=TriggerRule.ALL_DONE, retries=0, execution_timeout=SHORT_TASK,
-          doc_md="The night's verdict: fails the run if any task failed (after the others did "
-          "what they could), naming them.")
-    def finish(*, ti=None, run_id=None):
-        from airflow.sdk.exceptions import AirflowFailException
+          doc_md="The night's verdict: green when it judged its candidates and every document of "
+          "its interval has a prediction (or there was no new data, and it says so); otherwise "
+          "red, on this first try, with the reason in one line (textclf.pipeline_events).")
+    def finish(validation, *, ti=None, run_id=None):
+        import logging
 
-        from tasks.pipeline import night_verdict
+        from airflow.sdk.exceptions import AirflowFailException
+        from textclf_airflow import record_event
+
+        from tasks.night import failed_tasks, judge_night, night_record
 
         states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[run_id]).get(run_id, {})
-        failure = night_verdict({t: s for t, s in states.items() if t != ti.task_id},
-                                {f"train_{name}" for name in KINDS})
-        if failure:
-            raise AirflowFailException(failure)
+        failed = failed_tasks({t: s for t, s in states.items() if t != ti.task_id})
+        record = None if failed or validation is None else _run(night_record, _settings(), run_id, validation)
+        verdict = judge_night(failed, validation, record)
+        record_event(run_id, None, "night_done" if verdict.green else "night_red", verdict.summary)
+        if not verdict.green:
+            raise AirflowFailException(verdict.summary)
+        logging.getLogger("textclf").info("green: %s", verdict.summary)
+        return verdict.summary
 
     gpu = {"queue": "gpu", "pool": "gpu", "executor_config": executor_config(True, EXECUTOR)}
     validation = validate(extract())
@@ -438,7 +436,7 @@ def textclf_retrain():
     # A champion whose kind needs a GPU (BERT) scores on the GPU workers.
     on_gpu = predict.override(task_id="predict_gpu", **gpu).expand(partition=gpu_ranges)
     published = publish_predictions(on_cpu, on_gpu)
-    [*trained, published] >> finish()
+    [*trained, published] >> finish(validation)
 
 
 textclf_retrain()

@@ -106,42 +106,100 @@ def notifiers(subject: str, text: str) -> list:
         from airflow.providers.slack.notifications.slack_webhook import SlackWebhookNotifier
 
         channels.append(SlackWebhookNotifier(
-            slack_webhook_conn_id=os.environ["TEXTCLF_FAILURE_SLACK_CONN"], text=f"{subject}: {text}"))
+            slack_webhook_conn_id=os.environ["TEXTCLF_FAILURE_SLACK_CONN"], text=f"[textclf] {text}"))
     return channels
 
 
-def night_failed(context: dict) -> None:
-    """DAG-level failure callback of textclf_retrain: the run failed as a whole, a
-    dagrun_timeout included (Airflow then skips the unfinished tasks, so no task callback and no
-    `finish` runs). Written to textclf.pipeline_events; the notifiers run beside it."""
+def textclf_database_url() -> str:
+    """The project database from the `textclf_db` connection alone: what recording a failure
+    needs, and nothing of textclf.toml or the storage roots, which may be what failed."""
+    from airflow.sdk import Connection
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    from tasks.db import CONNECTION_ID, connection_url, missing_connection
+
+    try:
+        conn = Connection.get(CONNECTION_ID)
+    except AirflowNotFoundException:
+        raise missing_connection() from None
+    return connection_url(conn.host, conn.port, conn.login, conn.password, conn.schema, conn.extra_dejson)
+
+
+def record_event(run_id: str | None, task_id: str | None, event: str, message: str) -> bool:
+    """One row in textclf.pipeline_events, needing only the database. When even that is out of
+    reach, the task log says so (and why) instead: a failure callback must never fail."""
     import logging
 
-    from tasks.pipeline import record_failure
+    from tasks.db import record_event_at
 
-    dag_run = context.get("dag_run")
-    run_id = context.get("run_id") or getattr(dag_run, "run_id", None)
-    reason = context.get("reason") or "failed"
-    message = f"textclf_retrain run {run_id} failed: {reason}"
+    try:
+        record_event_at(textclf_database_url(), run_id, task_id, event, message)
+        return True
+    except Exception as exc:  # noqa: BLE001 - whatever broke, the log must say it
+        logging.getLogger("textclf").error(
+            "could not record %s for run %s in textclf.pipeline_events (%s: %s); the event was: %s",
+            event, run_id, type(exc).__name__, " ".join(str(exc).split()), message)
+        return False
+
+
+def task_failed(context) -> None:
+    """Task failure callback (after its last try): one `task_failed` row naming the task, the
+    try and the error. No alert of its own: the night's one alert (``night_failed``) lists it."""
+    from tasks.errors import one_line
+
+    ti = context["ti"]
+    exception = context.get("exception")
+    # run_step already turned a final error into AirflowFailException("ConfigError: ..."): say it once.
+    error = ("failed" if exception is None else one_line(exception)
+             if type(exception).__name__ == "AirflowFailException"
+             else f"{type(exception).__name__}: {one_line(exception)}")
+    record_event(context["run_id"], ti.task_id, "task_failed", f"failed on try {ti.try_number}: {error}")
+
+
+def night_failed(context) -> None:
+    """DAG failure callback of every textclf DAG: the run's one alert. It names the run and why
+    it is red: the verdict `finish` recorded (textclf_retrain), else (a timed-out night: Airflow
+    skips the unfinished tasks, so no `finish` runs) Airflow's reason, with every task failure
+    recorded for the run. Written to textclf.pipeline_events (`night_failed` / `night_timed_out`
+    for textclf_retrain, `run_failed` for the others), then sent to the configured notifiers."""
+    import logging
+
+    from tasks.db import run_events_at
+    from tasks.night import failure_alert
+
+    dag = context.get("dag")
+    dag_id = getattr(dag, "dag_id", None) or "textclf_retrain"
+    run_id = context.get("run_id") or getattr(context.get("dag_run"), "run_id", None)
+    reason = str(context.get("reason") or "failed")
+    try:
+        events = run_events_at(textclf_database_url(), run_id)
+    except Exception as exc:  # noqa: BLE001 - the alert goes out without the record
+        events = None
+        logging.getLogger("textclf").error("could not read the night's events for %s: %s", run_id, exc)
+    subject, message = failure_alert(dag_id, run_id, reason, events)
     logging.getLogger("textclf").error("%s", message)
-    record_failure(textclf_settings(), run_id, None, message,
-                   event="night_timed_out" if "timed_out" in str(reason) else "night_failed")
+    kind = "night" if dag_id == "textclf_retrain" else "run"
+    record_event(run_id, None, f"{kind}_timed_out" if "timed_out" in reason else f"{kind}_failed", message)
+    for channel in notifiers(subject, message):
+        channel.notify(context)  # the text is final: nothing to render
 
 
 def night_deadline_missed(context: dict | None = None, **_: object) -> None:
     """Deadline alert of textclf_retrain: a night still running hours after it was queued (a
     hung fine-tune, a worker gone) would silently hold back the next one (max_active_runs=1).
-    Logged, written to textclf.pipeline_events and sent to the same notifiers as failures."""
+    Logged, written to textclf.pipeline_events and sent to the same notifiers as failures.
+    Airflow's context carries the run as `dag_run` in its REST form (``dag_run_id``)."""
     import logging
-
-    from tasks.pipeline import record_failure
 
     dag_run = (context or {}).get("dag_run") or {}
     deadline = (context or {}).get("deadline") or {}
-    message = (f"textclf_retrain run {dag_run.get('run_id')} missed its deadline "
-               f"{deadline.get('deadline_time')}: still {dag_run.get('state')}")
+    run_id = dag_run.get("dag_run_id") or dag_run.get("run_id")
+    message = (f"{dag_run.get('dag_id') or 'textclf_retrain'} run {run_id} missed its deadline "
+               f"{deadline.get('deadline_time')}: still {dag_run.get('state')} "
+               f"(queued at {dag_run.get('queued_at')})")
     logging.getLogger("textclf").warning("%s", message)
-    record_failure(textclf_settings(), dag_run.get("run_id"), None, message, event="deadline_missed")
-    for channel in notifiers("[textclf] a night missed its deadline", message):
+    record_event(run_id, None, "deadline_missed", message)
+    for channel in notifiers(f"[textclf] run {run_id} missed its deadline", message):
         channel.notify(context or {})  # the text is final: nothing to render
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from tasks import db
 from tasks.config import REPO_ROOT, Settings
-from tasks.errors import InputError
+from tasks.errors import ConfigError, InputError
 from tasks.process_guard import run_guarded
 
 AIRFLOW_DATABASE = "textclf_airflow"
@@ -33,6 +33,23 @@ SIMPLE_AUTH_MANAGER = (
 )
 SCHEDULE_HOUR = 2  # keep in step with the DAG's CronDataIntervalTimetable("0 2 * * *")
 START_DATE = datetime(2026, 1, 1, tzinfo=UTC)  # the DAG's start_date: no run is older
+NIGHT_DEADLINE = "TEXTCLF_NIGHT_DEADLINE_SECONDS"
+
+
+def night_deadline() -> timedelta:
+    """How long after it was queued a night that still runs is reported (the DAG's deadline
+    alert): 8 hours, or TEXTCLF_NIGHT_DEADLINE_SECONDS (the system tests use seconds)."""
+    raw = os.environ.get(NIGHT_DEADLINE)
+    if not raw:
+        return timedelta(hours=8)
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise ConfigError(f"{NIGHT_DEADLINE}={raw!r} is not a number of seconds") from None
+    if not 0 < seconds <= 20 * 3600:
+        raise ConfigError(f"{NIGHT_DEADLINE}={raw!r}: the deadline must be in (0, 72000] seconds, "
+                          "inside the night's 20-hour timeout")
+    return timedelta(seconds=seconds)
 
 
 def airflow_home(settings: Settings) -> Path:

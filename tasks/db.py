@@ -13,7 +13,7 @@ import logging
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -786,6 +786,18 @@ def current_champion_row(cur) -> dict[str, Any] | None:
 RUN_DECISIONS = ("promoted", "kept", "historical")
 
 
+def manual_decision(cur, run_id: str) -> dict[str, Any] | None:
+    """The champion change by hand (promote or rollback) a run already made, if any."""
+    cur.execute(
+        """
+        SELECT * FROM textclf.promotion_decisions
+        WHERE run_id = %s AND decision IN ('manual', 'rollback') ORDER BY id DESC LIMIT 1
+        """,
+        (run_id,),
+    )
+    return _one_dict(cur)
+
+
 def run_decision(cur, run_id: str) -> dict[str, Any] | None:
     """The promotion decision a run already took, if any."""
     cur.execute(
@@ -939,6 +951,48 @@ def record_event(cur, run_id: str | None, task_id: str | None, event: str, messa
         """,
         (run_id, task_id, event, message),
     )
+
+
+def record_event_at(url: str, run_id: str | None, task_id: str | None, event: str, message: str) -> None:
+    """record_event on its own connection to ``url``: needs the database and nothing of the
+    project's settings (a failure callback records configuration errors too)."""
+    with closing(psycopg2.connect(url, application_name="textclf", connect_timeout=10)) as conn, conn, \
+            conn.cursor() as cur:
+        record_event(cur, run_id, task_id, event, message)
+
+
+def run_events_at(url: str, run_id: str | None) -> list[dict[str, Any]]:
+    """The run's pipeline events, oldest first (what the night's one alert summarises)."""
+    with closing(psycopg2.connect(url, application_name="textclf", connect_timeout=10)) as conn, conn, \
+            conn.cursor() as cur:
+        cur.execute("SELECT task_id, event, message FROM textclf.pipeline_events WHERE run_id = %s "
+                    "ORDER BY id", (run_id,))
+        return all_dicts(cur)
+
+
+def documents_unaccounted(cur, source: SourceTable, start: datetime, end: datetime,
+                          model_version: int | None) -> tuple[int, int]:
+    """(documents created in [start, end), those of them with neither a prediction by
+    ``model_version`` nor a quarantine row of the prediction stage): what a night owed and
+    what it left undone, counted from the tables themselves, not from the tasks' own totals."""
+    cur.execute(
+        sql.SQL(
+            """
+            SELECT count(*), count(*) FILTER (WHERE NOT EXISTS (
+                       SELECT 1 FROM textclf.predictions p
+                       WHERE p.document_id::text = d.{id}::text AND p.model_version = %(version)s)
+                   AND NOT EXISTS (
+                       SELECT 1 FROM textclf.quarantine q
+                       WHERE q.stage = 'prediction' AND q.source = %(source)s
+                         AND q.source_row = d.{id}::text))
+            FROM {table} d WHERE {where}
+            """
+        ).format(id=_ident(source.id_column), table=_table(source),
+                 where=_document_scope(source, start, end)),
+        {"start": start, "end": end, "version": model_version, "source": source.qualified_name},
+    )
+    due, missing = cur.fetchone()
+    return due, missing
 
 
 # --- predictions -----------------------------------------------------------------------------

@@ -137,7 +137,7 @@ def resolve_label_set(settings: Settings, cur, snapshot_labels, run_id: str) -> 
 def validate_step(
     settings: Settings, run_id: str, logical_date: datetime | None, snapshot: dict
 ) -> dict:
-    from tasks.validate import ValidationParams, quarantine_entries, validate_snapshot
+    from tasks.validate import ValidationParams, quarantine_entries, unknown_label_failures, validate_snapshot
 
     snap = Snapshot.from_dict(snapshot)
     frame = read_snapshot(snap.path)
@@ -149,7 +149,8 @@ def validate_step(
     outcome = validate_snapshot(
         frame,
         ValidationParams(label_set=labels, interval_end=snap.interval_end, thresholds=settings.validation,
-                         allow_new_labels=settings.allow_new_labels),
+                         allow_new_labels=settings.allow_new_labels,
+                         set_aside_labels=frozenset(label_set.not_admitted)),
         settings.expectations_dir,
         data_docs_dir=scratch / "data_docs",
     )
@@ -167,6 +168,10 @@ def validate_step(
     if label_set.problems():
         outcome.status = "failed"
         outcome.failures = [*outcome.failures, *label_set.problems()]
+    if label_set.origin != "first snapshot" and not outcome.new_labels and (unknown := unknown_label_failures(
+            frame.loc[frame["is_new"].fillna(False).astype(bool), "label"], labels, label_set.origin)):
+        outcome.status = "failed"
+        outcome.failures = [*outcome.failures, *unknown]
     entries, quarantined_rows = quarantine_entries(
         frame, outcome, settings.labelled_source.qualified_name, run_id, no_id=db.NO_ID)
     with db.transaction(settings) as cur:
@@ -199,6 +204,20 @@ def validate_step(
         "interval_start": snap.interval_start.isoformat(),
         "interval_end": snap.interval_end.isoformat(),
     }
+
+
+def require_validated(validation: dict | None) -> None:
+    """The snapshot was extracted and validated (its tasks did not fail): else a bookkeeping
+    task has nothing to summarise and skips at once, without repeating their error."""
+    if validation is None:
+        raise Skip("the snapshot was not extracted and validated (an earlier task failed)")
+
+
+def require_candidates(validation: dict | None, candidates: Sequence[dict | None]) -> None:
+    """At least one candidate was trained (or reused) in this run: else nothing to score."""
+    require_validated(validation)
+    if not any(candidates):
+        raise Skip("no candidate was trained in this run")
 
 
 def require_trainable(validation: dict) -> None:
@@ -642,26 +661,39 @@ def promote_step(
 
 
 def change_champion_step(settings: Settings, action: str, version: int | None, reason: str,
-                         actor: str) -> dict:
+                         actor: str, run_id: str | None = None) -> dict:
     """A champion change by hand (the textclf_promote DAG, `textclf promote/rollback`): make
-    ``version`` champion, or roll back to the previous one; recorded with actor and reason."""
+    ``version`` champion, or roll back to the previous one; recorded with actor and reason.
+
+    Idempotent per ``run_id``: a retry after an earlier try committed returns that change
+    (``replayed``) instead of repeating it (a second rollback would undo the first); if the
+    champion was changed since by someone else, it repeats nothing and says so (Skip)."""
     if action not in ("promote", "rollback"):
         raise InputError(f"action must be 'promote' or 'rollback', not {action!r}")
     if not reason or not reason.strip():
         raise InputError("a reason is required: it goes into the audit trail")
     with db.transaction(settings) as cur:
         previous = registry.current_champion(cur)
+        earlier = db.manual_decision(cur, run_id) if run_id else None
+        if earlier is not None:
+            if previous != earlier["champion_after"]:
+                raise Skip(f"an earlier try of run {run_id} made model version {earlier['champion_after']} "
+                           f"champion, and it was changed since (to {previous}): nothing repeated")
+            log.info("run %s already made model version %s champion: not repeated", run_id, previous)
+            return {"changed": earlier["champion_before"] != earlier["champion_after"], "champion": previous,
+                    "previous": earlier["champion_before"], "action": action, "actor": actor,
+                    "reason": reason, "replayed": True}
         if action == "rollback":
-            version = registry.rollback(cur, settings, actor=actor, reason=reason)
+            version = registry.rollback(cur, settings, actor=actor, reason=reason, run_id=run_id)
             changed = True
         elif version is None:
             raise InputError("promote needs the model version to make champion")
         else:
             changed = registry.set_champion(cur, settings, version, reason=reason, actor=actor,
-                                            decision="manual")
+                                            decision="manual", run_id=run_id)
     log.info("%s: model version %s is champion (was %s), by %s: %s", action, version, previous, actor, reason)
     return {"changed": changed, "champion": version, "previous": previous, "action": action,
-            "actor": actor, "reason": reason}
+            "actor": actor, "reason": reason, "replayed": False}
 
 
 def _promotion_result(decision: dict) -> dict:
@@ -763,26 +795,3 @@ def summarize_predictions(results: Sequence[dict | None]) -> dict:
     return {"model_version": done[0]["model_version"], "documents": sum(r["documents"] for r in done),
             "rows_written": sum(r["rows_written"] for r in done), "chunks": sum(r["chunks"] for r in done),
             "partitions": len(done), "full_rescore": done[0]["full_rescore"]}
-
-
-def night_verdict(task_states: Mapping[str, str | None], candidate_tasks: set[str]) -> str | None:
-    """Why the run failed, or None. A failed candidate does not stop the others from being
-    judged or the champion's predictions from being written, but the run is marked failed."""
-    failed = sorted(t for t, s in task_states.items() if s == "failed")
-    if not failed:
-        return None
-    candidates = [t for t in failed if t in candidate_tasks]
-    others = [t for t in failed if t not in candidate_tasks]
-    parts = []
-    if candidates:
-        parts.append(f"candidate task(s) failed: {', '.join(candidates)} (the other candidates were "
-                     "evaluated and the champion's predictions written)")
-    if others:
-        parts.append(f"task(s) failed: {', '.join(others)}")
-    return "; ".join(parts) + "; see textclf.pipeline_events and the task logs"
-
-
-def record_failure(settings: Settings, run_id: str | None, task_id: str | None, message: str,
-                   event: str = "task_failed") -> None:
-    with db.transaction(settings) as cur:
-        db.record_event(cur, run_id, task_id, event, message)

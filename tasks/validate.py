@@ -60,6 +60,9 @@ class ValidationParams:
     thresholds: ValidationThresholds = field(default_factory=ValidationThresholds)  # [validation]
     min_text_length: int = 1
     allow_new_labels: bool = False
+    # Labels kept out of a label set that is still being learned (too few rows): their rows are
+    # quarantined with that reason and not judged again as part of the batch of new rows.
+    set_aside_labels: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if self.interval_end.tzinfo is None:
@@ -167,7 +170,13 @@ def validate_snapshot(
     if outcome.new_rows == 0:
         return outcome
 
-    # New rows: judge the batch with both suites.
+    # New rows: judge the batch with both suites, less the rows set aside while the label set
+    # is learned (quarantined once, with their own reason).
+    is_new = is_new & ~snapshot["label"].isin(params.set_aside_labels).to_numpy()
+    if not is_new.any():
+        outcome.failures.append("every new row carries a label set aside while the label set is learned")
+        outcome.status = "failed"
+        return outcome
     new = snapshot[is_new].assign(**_text_indicators(snapshot, is_new))
     partition = _label_partition(snapshot.loc[~is_new & ~rejected, "label"], new["label"])
     if partition is None:
@@ -366,6 +375,26 @@ def rows_with_ids(ids: pd.Series, wanted: set[Any]) -> pd.Series:
     if None in wanted:
         rejected |= ids.isna()
     return rejected
+
+
+def unknown_label_failures(new_labels: pd.Series, label_set: list[str], origin: str) -> list[str]:
+    """One line per label of the new rows outside a stored or configured label set: the label,
+    its rows, the nearest known label, and how to allow it. A new label is a decision for
+    people, so the batch fails; the line says what to decide."""
+    import difflib
+
+    known = [str(k) for k in label_set]
+    counts = Counter(label for label in new_labels.dropna() if label not in set(label_set))
+    lines = []
+    for label, rows in sorted(counts.items(), key=lambda item: str(item[0])):
+        nearest = difflib.get_close_matches(str(label), known, n=1, cutoff=0.0)
+        lines.append(
+            f"label {label!r} on {rows} new row{'s' if rows != 1 else ''} is not in the {origin} label set "
+            f"({', '.join(map(repr, known))})"
+            + (f"; nearest known label: {nearest[0]!r}" if nearest else "")
+            + ". If it is a typo, correct the source rows; if it is a new class, set allow_new_labels = "
+            "true in textclf.toml or add it to `labels`; then re-run this date")
+    return lines
 
 
 def _unknown_labels(labels: pd.Series, label_set: list[str]) -> list[str]:

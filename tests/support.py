@@ -141,3 +141,44 @@ def in_transaction(settings, function, *args, **kwargs):
     command or a pipeline step does)."""
     with db.transaction(settings) as cur:
         return function(cur, *args, **kwargs)
+
+
+class SlackWebhook:
+    """A Slack incoming webhook on loopback that keeps every message posted to it, and the
+    environment that makes textclf's notifiers post there (`slack_alerts` connection)."""
+
+    def __init__(self) -> None:
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, HTTPServer
+
+        received = self.received = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/services/T0/B0/XYZ"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def env(self) -> dict[str, str]:
+        import json
+
+        return {"AIRFLOW_CONN_SLACK_ALERTS": json.dumps({"conn_type": "slackwebhook", "password": self.url}),
+                "TEXTCLF_FAILURE_SLACK_CONN": "slack_alerts"}
+
+    @property
+    def texts(self) -> list[str]:
+        return [message["text"] for message in self.received]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -53,7 +53,7 @@ def test_dagbag_imports_without_errors(dagbag):
     assert dag.get_task("evaluate").trigger_rule == "all_done"
     assert dag.get_task("plan_scoring").trigger_rule == "all_done"
     assert dag.get_task("finish").upstream_task_ids == {"train_tfidf", "train_bert", "train_pretrained",
-                                                        "publish_predictions"}
+                                                        "publish_predictions", "validate"}
     assert dag.leaves == [dag.get_task("finish")]
     assert "frozen test rows" in dag.doc_md
 
@@ -75,26 +75,28 @@ def test_params_carry_titles_sections_and_validation(dagbag):
     params["candidates"] = ["tfidf"]  # a valid value is accepted
 
 
-def test_failures_are_recorded_and_can_be_mailed_and_posted_to_slack(monkeypatch):
+def test_every_failed_task_is_recorded_and_a_night_alerts_once(monkeypatch):
+    """Task failures are recorded (no alert of their own); the DAG's failure callback sends the
+    night's one alert through the configured channels (tests/test_night_signals.py runs them)."""
     import runpy
+
+    module = runpy.run_path(str(DAG_FILE))  # puts plugins/ on the path, as Airflow does
+    import textclf_airflow
+
+    dag = module["textclf_retrain"]()
+    assert dag.on_failure_callback is textclf_airflow.night_failed
+    for task in dag.tasks:  # a plain callback, or (mapped tasks) Airflow's list of one
+        callbacks = task.on_failure_callback
+        assert (callbacks if isinstance(callbacks, list) else [callbacks]) == [textclf_airflow.task_failed]
 
     monkeypatch.delenv("TEXTCLF_FAILURE_EMAIL", raising=False)
     monkeypatch.delenv("TEXTCLF_FAILURE_SLACK_CONN", raising=False)
-    module = runpy.run_path(str(DAG_FILE))
-    assert module["_failure_callbacks"]() == [module["record_failure"]]
-    night = module["textclf_retrain"]().on_failure_callback  # the DAG's own: a timed-out night
-    assert [c.__name__ for c in night] == ["night_failed"]
-
+    assert textclf_airflow.notifiers("s", "t") == []
     monkeypatch.setenv("TEXTCLF_FAILURE_EMAIL", "ml-oncall@example.com")
     monkeypatch.setenv("TEXTCLF_FAILURE_SLACK_CONN", "slack_ml_alerts")
-    callbacks = module["_failure_callbacks"]()
-    assert callbacks[0] is module["record_failure"]
-    assert type(callbacks[1]).__name__ == "SmtpNotifier" and callbacks[1].to == "ml-oncall@example.com"
-    assert type(callbacks[2]).__name__ == "SlackWebhookNotifier"
-    assert callbacks[2].slack_webhook_conn_id == "slack_ml_alerts" and "{{ exception }}" in callbacks[2].text
-    night = runpy.run_path(str(DAG_FILE))["textclf_retrain"]().on_failure_callback
-    assert [type(c).__name__ for c in night[1:]] == ["SmtpNotifier", "SlackWebhookNotifier"]
-    assert "{{ reason }}" in night[2].text
+    mail, slack = textclf_airflow.notifiers("subject", "text")
+    assert type(mail).__name__ == "SmtpNotifier" and mail.to == "ml-oncall@example.com"
+    assert type(slack).__name__ == "SlackWebhookNotifier" and slack.slack_webhook_conn_id == "slack_ml_alerts"
 
 
 def _worst_case(task) -> timedelta:
@@ -189,7 +191,7 @@ def test_end_to_end_runs_promote_predict_and_rerun_changes_nothing(dagbag, clean
 
 
 @pytest.mark.slow
-def test_a_bad_batch_skips_training_with_the_reason_and_loses_nothing(dagbag, clean_db, pg):
+def test_a_bad_batch_skips_training_ends_red_with_the_reason_and_loses_nothing(dagbag, clean_db, pg):
     from tasks.airflow_env import manual_run_interval
     from tasks.config import load_settings
 
@@ -201,9 +203,12 @@ def test_a_bad_batch_skips_training_with_the_reason_and_loses_nothing(dagbag, cl
 
     run = dag.test(logical_date=day, run_conf={"candidates": ["tfidf"]})
     states = ti_states(run)
-    assert str(run.state) == "success", states
-    assert states["validate"] == "success"
+    assert str(run.state) == "failed", states  # nothing was judged: red, on the first try
+    assert states["validate"] == "success" and states["finish"] == "failed"
     assert states["train_tfidf"] == states["evaluate"] == states["promote"] == "skipped"
+    [(verdict,)] = fetch(pg, "SELECT message FROM textclf.pipeline_events WHERE run_id = %s AND "
+                             "event = 'night_red'", (run.run_id,))
+    assert verdict.startswith("validation failed, nothing was trained: expect_column_values_to_not_match_regex")
     (status, failures), = fetch(
         pg, "SELECT status, failures FROM textclf.validation_runs WHERE run_id = %s",
         (run.run_id,))
@@ -266,16 +271,21 @@ def test_a_failed_candidate_fails_the_run_but_the_others_are_judged_and_predicti
                           "JOIN textclf.model_versions mv ON mv.version = h.model_version")
     assert kind == "tfidf"
     assert fetch(pg, "SELECT count(*) FROM textclf.predictions WHERE run_id = %s", (run.run_id,))[0][0] > 0
-    events = dict(fetch(pg, "SELECT task_id, message FROM textclf.pipeline_events WHERE run_id = %s",
-                        (run.run_id,)))
-    assert "ConfigError" in events["train_bert"] and "/no/such/checkpoint" in events["train_bert"]
-    assert "candidate task(s) failed: train_bert" in events["finish"]
+    events = fetch(pg, "SELECT task_id, event, message FROM textclf.pipeline_events WHERE run_id = %s "
+                       "ORDER BY id", (run.run_id,))
+    failed = {task: message for task, event, message in events if event == "task_failed"}
+    assert set(failed) == {"train_bert", "finish"}, events  # one row per failed task
+    assert "ConfigError" in failed["train_bert"] and "/no/such/checkpoint" in failed["train_bert"]
+    assert [m for _, e, m in events if e == "night_red"] == ["task(s) failed: train_bert"]
+    [night] = [m for _, e, m in events if e == "night_failed"]  # the DAG callback: the one alert's text
+    assert night.startswith(f"textclf_retrain run {run.run_id} failed: task(s) failed: train_bert | "
+                            "train_bert: failed on try 1: ConfigError")
 
 
-def test_a_hung_night_is_reported_then_timed_out(pg, monkeypatch):
+def test_a_hung_night_is_reported_then_timed_out(monkeypatch):
+    """The deadline alert and the timeout are configured; tests/test_system_scheduler.py sees the
+    scheduler call the deadline callback and name the run."""
     import runpy
-
-    import textclf_airflow
 
     monkeypatch.delenv("TEXTCLF_IN_PROCESS_RUN")  # as the scheduler parses it
     module = runpy.run_path(str(DAG_FILE))
@@ -285,48 +295,9 @@ def test_a_hung_night_is_reported_then_timed_out(pg, monkeypatch):
     assert alert.interval == timedelta(hours=8) < dag.dagrun_timeout
     assert "DAGRUN_QUEUED_AT" in type(alert.reference).__name__.upper() or "queued" in str(alert.reference).lower()
     assert alert.callback.path.endswith("textclf_airflow.night_deadline_missed")
-    textclf_airflow.night_deadline_missed(context={
-        "dag_run": {"run_id": "scheduled__x", "state": "running"},
-        "deadline": {"deadline_time": "2026-11-21T10:00:00Z"}})
-    [(event, message)] = fetch(pg, "SELECT event, message FROM textclf.pipeline_events")
-    assert event == "deadline_missed" and "scheduled__x missed its deadline" in message
-
-    # Then the run times out: Airflow calls the DAG's own failure callback (no task's runs).
-    textclf_airflow.night_failed({"run_id": "scheduled__x", "reason": "timed_out"})
-    events = fetch(pg, "SELECT event, message FROM textclf.pipeline_events ORDER BY id")
-    assert events[-1] == ("night_timed_out", "textclf_retrain run scheduled__x failed: timed_out")
-
-
-def test_the_deadline_alert_goes_to_the_notifiers(pg, monkeypatch):
-    """A Slack incoming webhook on loopback receives the deadline alert's text."""
-    import json
-    import threading
-    from http.server import BaseHTTPRequestHandler, HTTPServer
-
-    import textclf_airflow
-
-    received: list[dict] = []
-
-    class Webhook(BaseHTTPRequestHandler):
-        def do_POST(self):
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.end_headers()
-            self.wfile.write(b"ok")
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Webhook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_port}/services/T0/B0/XYZ"
-        monkeypatch.setenv("AIRFLOW_CONN_SLACK_ALERTS", json.dumps({"conn_type": "slackwebhook", "password": url}))
-        monkeypatch.setenv("TEXTCLF_FAILURE_SLACK_CONN", "slack_alerts")
-        textclf_airflow.night_deadline_missed(context={
-            "dag_run": {"run_id": "scheduled__y", "state": "running"},
-            "deadline": {"deadline_time": "2026-11-21T10:00:00Z"}})
-    finally:
-        server.shutdown()
-    [payload] = received
-    assert "scheduled__y missed its deadline" in payload["text"]
+    monkeypatch.setenv("TEXTCLF_NIGHT_DEADLINE_SECONDS", "90")
+    [alert] = runpy.run_path(str(DAG_FILE))["textclf_retrain"]().deadline
+    assert alert.interval == timedelta(seconds=90)
+    monkeypatch.setenv("TEXTCLF_NIGHT_DEADLINE_SECONDS", "forever")
+    with pytest.raises(Exception, match="TEXTCLF_NIGHT_DEADLINE_SECONDS='forever' is not a number"):
+        runpy.run_path(str(DAG_FILE))

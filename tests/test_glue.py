@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 
 from tasks import registry
-from tasks.pipeline import RunOptions, night_verdict, resolve_label_set
+from tasks.night import NightRecord, failed_tasks, failure_alert, judge_night
+from tasks.pipeline import RunOptions, resolve_label_set
 from tasks.validate import QuarantinedRow, ValidationOutcome, quarantine_entries
 
 END = datetime(2026, 11, 20, 2, tzinfo=UTC)
@@ -144,11 +145,52 @@ def test_empty_form_fields_leave_the_configuration_alone(offline_settings):
     assert options.config(offline_settings, "bert").epochs == offline_settings.candidate_config("bert").epochs
 
 
-@pytest.mark.parametrize(("states", "expected"), [
-    ({"train_tfidf": "success", "promote": "skipped"}, None),
-    ({"train_bert": "failed", "predict": "success"}, "candidate task(s) failed: train_bert"),
-    ({"train_bert": "failed", "promote": "failed"}, "task(s) failed: promote"),
+VALIDATED = {"status": "passed", "reason": None, "interval_start": "2026-11-19T02:00:00+00:00",
+             "interval_end": "2026-11-20T02:00:00+00:00"}
+DONE = NightRecord(judged=["v2 tfidf"], decision="promote version 2", champion=2, documents_due=5,
+                   documents_missing=0)
+
+
+@pytest.mark.parametrize(("failed", "validation", "record", "green", "expected"), [
+    ([], VALIDATED, DONE, True, "judged v2 tfidf: promote version 2; 5 of 5 documents"),
+    (["train_bert", "score_0"], VALIDATED, None, False, "task(s) failed: train_bert, score_0"),
+    ([], None, None, False, "never validated"),
+    ([], {**VALIDATED, "status": "failed", "reason": "label 'spam' ..."}, replace(DONE, judged=[]), False,
+     "validation failed, nothing was trained: label 'spam'"),
+    ([], VALIDATED, replace(DONE, judged=[]), False, "no candidate was judged"),
+    # The first night: judged, nothing met the floor, so nothing scored the interval's documents.
+    ([], VALIDATED, replace(DONE, decision="no candidate qualified; there is still no champion", champion=None,
+                            documents_missing=5), False,
+     "5 of 5 documents of the interval [2026-11-19T02:00:00+00:00, 2026-11-20T02:00:00+00:00) have no "
+     "prediction: there is no champion (no candidate qualified"),
+    ([], VALIDATED, replace(DONE, documents_missing=2), False, "model version 2 did not score them"),
+    ([], {**VALIDATED, "status": "no_new_data"}, replace(DONE, judged=[], decision=None), True,
+     "no new labelled rows in [2026-11-19T02:00:00+00:00, 2026-11-20T02:00:00+00:00): nothing to retrain; 5 of 5"),
+    ([], {**VALIDATED, "status": "no_new_data"}, replace(DONE, judged=[], champion=None, documents_due=0), True,
+     "no new labelled rows"),
+    ([], {**VALIDATED, "status": "no_new_data"}, replace(DONE, judged=[], champion=None, documents_missing=5),
+     False, "have no prediction: there is no champion"),
 ])
-def test_the_night_verdict_names_what_failed(states, expected):
-    verdict = night_verdict(states, {"train_tfidf", "train_bert"})
-    assert verdict == expected if expected is None else expected in verdict
+def test_green_means_the_night_did_its_job(failed, validation, record, green, expected):
+    verdict = judge_night(failed, validation, record)
+    assert verdict.green is green and expected in verdict.summary, verdict
+
+
+def test_failed_tasks_are_those_airflow_says_failed_mapped_ones_included():
+    states = {"train_tfidf": "success", "score_0": "failed", "promote": "skipped", "evaluate": "upstream_failed",
+              "extract": "failed", "predict_1": None}
+    assert failed_tasks(states) == ["extract", "score_0"]
+
+
+def test_the_nights_alert_names_the_run_the_verdict_and_each_failure():
+    events = [{"task_id": "extract", "event": "task_failed", "message": "failed on try 1: ConfigError: run_root"},
+              {"task_id": None, "event": "night_red", "message": "task(s) failed: extract"},
+              {"task_id": "finish", "event": "task_failed", "message": "failed on try 1: task(s) failed"}]
+    subject, text = failure_alert("textclf_retrain", "scheduled__2026-11-20", "task_failure", events)
+    assert subject == "[textclf] textclf_retrain run scheduled__2026-11-20 failed"
+    assert text == ("textclf_retrain run scheduled__2026-11-20 failed: task(s) failed: extract | "
+                    "extract: failed on try 1: ConfigError: run_root")
+    _, timed_out = failure_alert("textclf_retrain", "r1", "timed_out", [])
+    assert "did not finish within the night's timeout" in timed_out
+    _, unread = failure_alert("textclf_retrain", "r1", "task_failure", None)
+    assert unread.endswith("(textclf.pipeline_events could not be read: see the callback's log)")

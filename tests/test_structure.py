@@ -50,7 +50,7 @@ LAYERS: list[set[str]] = [
     {"importer", "extract", "validate", "evaluate", "policy", "report", "registry", "retention",
      "dashboard", "airflow_env", "topology"},
     {"predict", "demo_data"},
-    {"pipeline", "services", "demo"},
+    {"pipeline", "services", "demo", "night"},
     {"cli"},
 ]
 

@@ -35,7 +35,7 @@ from conftest import (
     synthetic_corpus,
     truncate_project_tables,
 )
-from support import in_transaction
+from support import SlackWebhook, in_transaction
 from tasks import db, registry
 from tasks.config import load_settings
 from tasks.importer import CsvOptions, Record, import_records
@@ -48,6 +48,7 @@ LABELLED_ROWS = 420  # over the last 7 days: 60 a day, three balanced, easily se
 DOCUMENTS_PER_DAY = 20
 DAYS = 7
 RUN_TIMEOUT = 600  # seconds for one backfill (three runs); a run takes ~30 s
+NIGHT_DEADLINE_SECONDS = 3
 
 
 # --- fixtures ------------------------------------------------------------------------------
@@ -80,7 +81,15 @@ def _seed(settings, now: datetime) -> None:
 
 
 @pytest.fixture(scope="module")
-def system(database_url, tmp_path_factory):
+def slack():
+    """Where the Airflow under test posts its alerts (a Slack webhook on loopback)."""
+    webhook = SlackWebhook()
+    yield webhook
+    webhook.close()
+
+
+@pytest.fixture(scope="module")
+def system(database_url, tmp_path_factory, slack):
     """Seeded project database + running Airflow services; always stopped at the end."""
     from sqlalchemy.engine import make_url
 
@@ -98,6 +107,9 @@ def system(database_url, tmp_path_factory):
         "TEXTCLF_AIRFLOW_DATABASE": airflow_db,
         "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
         "AIRFLOW__CORE__PARALLELISM": "4",
+        # Every night here runs longer than this: the scheduler calls the deadline alert for each.
+        "TEXTCLF_NIGHT_DEADLINE_SECONDS": str(NIGHT_DEADLINE_SECONDS),
+        **slack.env,
     })
     with services:
         healthy = services.wait_healthy(timeout=300)
@@ -162,7 +174,7 @@ def predictions(pg) -> list[tuple]:
 
 
 def no_failure_events(pg) -> bool:
-    """The DAG's failure callback writes a task_failed event for every task that failed."""
+    """The task failure callback writes a task_failed event for every task that failed."""
     return fetch(pg, "SELECT count(*) FROM textclf.pipeline_events "
                      "WHERE event = 'task_failed'") == [(0,)]
 
@@ -205,6 +217,20 @@ def test_backfill_runs_every_date_in_order_and_writes_its_rows(system, first_bac
     assert decisions == [(runs[0]["dag_run_id"], "promoted")] + [
         (r["dag_run_id"], "kept") for r in runs[1:]], decisions
     assert no_failure_events(pg)
+
+
+def test_the_scheduler_calls_the_deadline_alert_and_it_names_the_run(system, first_backfill, pg, slack):
+    """Airflow's own deadline path (scheduler -> executor callback, with the context Airflow
+    builds): each backfilled night outlived its deadline, and each alert names its run."""
+    _, runs = first_backfill
+    missed = dict(fetch(pg, "SELECT run_id, message FROM textclf.pipeline_events WHERE event = 'deadline_missed'"))
+    for run in runs:
+        run_id = run["dag_run_id"]
+        assert run_id in missed, (run_id, missed)
+        assert missed[run_id].startswith(f"textclf_retrain run {run_id} missed its deadline"), missed[run_id]
+        assert "still running" in missed[run_id] or "still queued" in missed[run_id]
+        assert [t for t in slack.texts if f"run {run_id} missed its deadline" in t], slack.texts
+    assert not [t for t in slack.texts if "run None" in t or "failed" in t], slack.texts
 
 
 def test_reprocessing_completed_dates_rewrites_nothing(system, first_backfill, pg):
@@ -282,3 +308,40 @@ def test_invalid_params_are_refused_and_create_no_run(system, conf):
     assert [r["dag_run_id"] for r in dag_runs(services)] == before
     assert services.api("GET", "/api/v2/backfills",
                         params={"dag_id": DAG_ID}).json() == backfills_before
+
+
+def test_a_misconfigured_night_is_red_on_its_first_try_with_one_alert(system, first_backfill, pg, slack):
+    """Last in this module (it breaks textclf.toml for a while): through the real scheduler, one
+    configuration error fails the night once, every failed task is recorded, one alert names it."""
+    services, settings, now = system
+    config = settings.home / "textclf.toml"
+    config.write_text('[validation]\nmax_text_length = "long"\n')
+    try:
+        response = services.api("POST", f"/api/v2/dags/{DAG_ID}/dagRuns",
+                                json={"logical_date": iso(now - timedelta(days=1)), "conf": FAST})
+        assert response.status_code == 200, response.text
+        run_id = response.json()["dag_run_id"]
+        deadline = time.monotonic() + RUN_TIMEOUT
+        while (run := services.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}").json())["state"] not in FINISHED:
+            assert time.monotonic() < deadline, run
+            services.check_alive()
+            time.sleep(2)
+    finally:
+        config.unlink()
+    assert run["state"] == "failed"
+    states = {t["task_id"]: (t["state"], t["try_number"]) for t in task_instances(services, run_id)}
+    assert states["extract"] == ("failed", 1) and states["finish"][0] == "failed", states
+    assert not [task for task, (state, _) in states.items() if state == "up_for_retry"], states
+    failed = [task for task, (state, _) in states.items() if state == "failed"]
+    recorded = fetch(pg, "SELECT task_id FROM textclf.pipeline_events WHERE run_id = %s AND event = 'task_failed' "
+                         "ORDER BY task_id", (run_id,))
+    assert [task for (task,) in recorded] == sorted(failed)  # one row per failed task
+    # The DAG failure callback runs in the dag-processor, after the run is marked failed.
+    deadline = time.monotonic() + 120
+    while not (alerts := [t for t in slack.texts if f"run {run_id} failed" in t]):
+        assert time.monotonic() < deadline, slack.texts
+        time.sleep(1)
+    time.sleep(5)  # a second alert for the same night would arrive by now
+    alerts = [t for t in slack.texts if f"run {run_id} failed" in t]
+    assert len(alerts) == 1, alerts
+    assert "extract: failed on try 1: ConfigError: [validation] max_text_length" in alerts[0]
