@@ -10,6 +10,8 @@ Every day at 04:00 UTC (after the nightly retrain), as `textclf gc` does:
   (default 30), and worker-local checkpoints and scratch untouched for as long.
 
 The task log lists what went and the space freed. Trigger with *dry run* to see it first.
+A retry is safe (what an earlier try deleted is simply not found again); a failed run is recorded
+in `textclf.pipeline_events` and sent to the configured notifiers (e-mail, Slack).
 Airflow's own tables grow too: `airflow db clean --clean-before-timestamp <date>` (see the README).
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import CronTriggerTimetable, Param, dag, task
+from textclf_airflow import night_failed, run_step, task_failed, textclf_settings
 
 
 @dag(
@@ -32,16 +35,17 @@ from airflow.sdk import CronTriggerTimetable, Param, dag, task
         "dry_run": Param(False, type="boolean", title="Dry run",
                          description="List what would be deleted, delete nothing.", section="Retention"),
     },
-    default_args={"retries": 1, "retry_delay": timedelta(minutes=5), "execution_timeout": timedelta(hours=1)},
+    on_failure_callback=night_failed,  # one alert naming the run, the reason and the task's error
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=5), "execution_timeout": timedelta(hours=1),
+                  "on_failure_callback": task_failed},
 )
 def textclf_maintenance():
     @task(doc_md="Delete what retention allows; log every item and the space freed.")
     def collect_garbage(*, params=None):
-        from textclf_airflow import textclf_settings
-
         from tasks.retention import collect_garbage as collect
 
-        return collect(textclf_settings(), dry_run=bool(params.get("dry_run"))).to_dict()
+        # run_step: a configuration error fails on the first try instead of three times.
+        return run_step(collect, run_step(textclf_settings), dry_run=bool(params.get("dry_run"))).to_dict()
 
     collect_garbage()
 

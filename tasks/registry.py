@@ -373,7 +373,7 @@ def apply_run_decision(
     return {**record, "id": decision_id, "replayed": False}
 
 
-def rollback(cur, settings: Settings, *, actor: str, reason: str = "rollback") -> int:
+def rollback(cur, settings: Settings, *, actor: str, reason: str = "rollback", run_id: str | None = None) -> int:
     """Make the previous champion the champion again; returns its version."""
     history = db.champion_history(cur)
     if len(history) < 2:
@@ -385,7 +385,7 @@ def rollback(cur, settings: Settings, *, actor: str, reason: str = "rollback") -
     )
     if previous is None:
         raise RegistryError("no previous champion to roll back to")
-    set_champion(cur, settings, previous, reason=reason, actor=actor, decision="rollback")
+    set_champion(cur, settings, previous, reason=reason, actor=actor, decision="rollback", run_id=run_id)
     return previous
 
 
