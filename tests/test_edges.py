@@ -107,6 +107,38 @@ def own_table(pg, column_type: str) -> None:
         cur.execute(f"CREATE TABLE public.my_labels (id int PRIMARY KEY, text text, label text, labelled_at {column_type})")
 
 
+@pytest.mark.parametrize(("column_type", "values"), [
+    ("integer", [0, 1, 2]), ("smallint", [1, 3, 5]), ("integer", [-1, 0, 1]), ("text", [" 1", "2 ", "3"])],
+    ids=["0-2", "stars", "-1-1", "spaced-text"])
+def test_integer_like_labels_train_promote_and_predict_as_the_source_wrote_them(settings, pg, column_type, values):
+    """A label column of integers (or numbers in text): the night trains, promotes and scores,
+    and the labels are stored and shown as the source wrote them (normalised: " 1" is "1")."""
+    from support import run_date
+
+    with pg.cursor() as cur:
+        cur.execute("DROP TABLE IF EXISTS public.my_labels")
+        cur.execute(f"CREATE TABLE public.my_labels (id int PRIMARY KEY, text text, label {column_type}, "
+                    "labelled_at timestamptz)")
+    classes = dict(zip(["negative", "neutral", "positive"], values, strict=True))
+    rows = [(i, f"{WORDS[name]} number {i}", classes[name], END - timedelta(days=2) + timedelta(minutes=i))
+            for i, name in ((i, ["negative", "neutral", "positive"][i % 3]) for i in range(1, 241))]
+    rows += [(1000 + i, f"{WORDS[name]} again {i}", classes[name], START + timedelta(minutes=i))
+             for i, name in ((i, ["negative", "neutral", "positive"][i % 3]) for i in range(60))]
+    insert_labelled(pg, rows, "public.my_labels")
+    with pg.cursor() as cur:
+        cur.executemany("INSERT INTO textclf.documents (id, text, created_at) VALUES (%s, %s, %s)",
+                        [(i, f"{WORDS['positive']} doc {i}", START + timedelta(hours=1)) for i in range(1, 6)])
+    own = replace(settings, labelled_source=SourceTable("public", "my_labels"))
+    result = run_date(own, DAY, "numbers")
+    expected = sorted(str(v).strip() for v in values)
+    assert result["validation"]["labels"] == expected
+    assert result["promotion"]["promoted"]
+    [(labels,)] = fetch(pg, "SELECT labels FROM textclf.model_versions")
+    assert labels == expected
+    predicted = {label for (label,) in fetch(pg, "SELECT label FROM textclf.predictions")}
+    assert predicted == {str(classes["positive"]).strip()}
+
+
 def test_naive_timestamps_are_read_in_source_timezone(settings, pg):
     own_table(pg, "timestamp without time zone")
     naive_end = END.replace(tzinfo=None) + timedelta(hours=1)  # Paris is UTC+1 in November

@@ -307,3 +307,19 @@ def test_champions_saved_in_the_former_format_still_load_and_untrusted_types_do_
     with pytest.raises(ValueError, match="types textclf does not trust"):
         TfidfClassifier.load(tmp_path)
     assert "sklearn.svm._classes.LinearSVC" in LEGACY_TRUSTED_TYPES
+
+
+@pytest.mark.parametrize("solver", sorted(SOLVERS))
+@pytest.mark.parametrize("labels", [["0", "1", "2"], ["-1", "0", "1"], ["1", "3", "5"], ["true", "false", "1.5"]],
+                         ids=["0-2", "-1-1", "stars", "mixed"])
+def test_labels_that_look_like_numbers_are_categories(solver, labels):
+    """scikit-learn reads numeric-looking targets as numbers ("The classes, [0, 1, 2], are not in
+    class_weight"): the fitters get label indices, and the model answers in the label strings."""
+    rename = dict(zip(LABELS, labels, strict=True))
+    train_x, train_y = split(synthetic_corpus(300, seed=1))
+    val_x, val_y = split(synthetic_corpus(60, seed=2))
+    model, result = train_tfidf(train_x, [rename[y] for y in train_y], val_x, [rename[y] for y in val_y],
+                                labels, SOLVERS[solver])
+    assert model.labels == labels and result.val_macro_f1 > 0.9
+    predicted = [labels[i] for i in model.predict_proba(val_x).argmax(1)]
+    assert np.mean([p == rename[y] for p, y in zip(predicted, val_y, strict=True)]) > 0.9

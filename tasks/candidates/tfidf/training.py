@@ -186,7 +186,10 @@ def train_tfidf(
     macro-F1 over the whole label set; fit its softmax temperature on the validation rows."""
     started = time.perf_counter()
     labels = list(labels)
-    y = np.asarray(list(train_labels), dtype=object)
+    # The fitters learn label indices, never the label strings: scikit-learn reads targets such as
+    # "0", "1", "2" as numbers ("The classes, [0, 1, 2], are not in class_weight").
+    index = {label: i for i, label in enumerate(labels)}
+    y = np.asarray([index[label] for label in train_labels], dtype=np.int64)
     n = len(y)
     if n == 0:
         raise ValueError("no training rows")
@@ -197,7 +200,8 @@ def train_tfidf(
     rng = np.random.default_rng(cfg.seed)
     order = rng.permutation(n)  # chunks of shuffled rows: SGD must not see one label at a time
     texts = list(train_texts)
-    class_weight = _class_weights(list(train_labels), labels, cfg.class_weight)
+    class_weight = {index[label]: weight
+                    for label, weight in _class_weights(list(train_labels), labels, cfg.class_weight).items()}
     x_val = None
     with tempfile.TemporaryDirectory(prefix="textclf-tfidf-") as scratch:
         jobs = [(features.params(), [texts[i] for i in order[start : start + cfg.chunk_rows]],
@@ -218,7 +222,7 @@ def train_tfidf(
         x_val = features.transform(list(val_texts))
 
         def score(model: Any) -> float:
-            return macro_f1_of_labels(list(val_labels), [str(p) for p in model.predict(x_val)], labels)
+            return macro_f1_of_labels(list(val_labels), [labels[p] for p in model.predict(x_val)], labels)
 
         if solver == "exact":
             x = sparse.vstack([_weighted_chunk(features, path) for path in chunks], format="csr",
@@ -228,17 +232,17 @@ def train_tfidf(
             candidates = _search(fit, cfg.cs, powers, cfg)
             del x
         else:
-            fit = _sgd_fitter(features, chunks, y, weights, np.asarray(labels, dtype=object), class_weight,
-                              cfg, score)
+            fit = _sgd_fitter(features, chunks, y, weights, np.arange(len(labels)), class_weight, cfg, score)
             candidates = _search(fit, cfg.alphas, powers, cfg)
     log.info("searched %d %s candidates in %.1f s", len(candidates), solver, time.perf_counter() - vectorised)
     best = max(candidates, key=lambda c: c.score)  # the first of equals: grid order
     model = best.model
     decision = model.decision_function(x_val)
-    rows, targets = label_targets(list(val_labels), [str(c) for c in model.classes_])
+    classes = [labels[c] for c in model.classes_]
+    rows, targets = label_targets(list(val_labels), classes)
     temperature = fit_temperature(decision[rows], targets)
-    classifier = TfidfClassifier(features, model.coef_, model.intercept_, [str(c) for c in model.classes_],
-                                 labels, temperature, solver=solver)
+    classifier = TfidfClassifier(features, model.coef_, model.intercept_, classes, labels, temperature,
+                                 solver=solver)
     regularisation = {"C": best.value} if solver == "exact" else {"alpha": best.value}
     result = TfidfTrainResult(
         params={"solver": solver, **regularisation, "weight_power": best.power, "class_weight": cfg.class_weight,
@@ -280,7 +284,7 @@ def _fit_exact(point: tuple[float, float]) -> Any:
     return model
 
 
-def _exact_fitter(x: sparse.csr_matrix, y: np.ndarray, weights: np.ndarray, class_weight: dict[str, float],
+def _exact_fitter(x: sparse.csr_matrix, y: np.ndarray, weights: np.ndarray, class_weight: dict[int, float],
                   cfg: TfidfConfig, score: Any) -> Any:
     def fit(points: list[tuple[float, float]]) -> list[tuple[Any, float]]:
         # In forked processes, one per core: liblinear seeds the C library's global rand(), so
@@ -298,7 +302,7 @@ def _exact_fitter(x: sparse.csr_matrix, y: np.ndarray, weights: np.ndarray, clas
 
 
 def _sgd_fitter(features: HashedTfidf, chunks: list[Path], y: np.ndarray, weights: np.ndarray,
-                classes: np.ndarray, class_weight: dict[str, float], cfg: TfidfConfig, score: Any) -> Any:
+                classes: np.ndarray, class_weight: dict[int, float], cfg: TfidfConfig, score: Any) -> Any:
     rounds = itertools.count()
 
     def fit(points: list[tuple[float, float]]) -> list[tuple[Any, float]]:
