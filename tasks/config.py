@@ -113,10 +113,13 @@ class RetentionPolicy:
 
     keep_candidates: int = 10  # newest model versions kept whatever they are; champions always
     max_age_days: int = 30  # run folders, checkpoints and scratch older than this go
+    # Versions younger than this are kept whatever keep_candidates says: a night in flight may
+    # still promote them (longer than textclf_retrain's 20-hour timeout).
+    grace_hours: float = 24.0
 
     def __post_init__(self) -> None:
-        if self.keep_candidates < 0 or self.max_age_days < 1:
-            raise ValueError("keep_candidates must be >= 0 and max_age_days >= 1")
+        if self.keep_candidates < 0 or self.max_age_days < 1 or self.grace_hours < 0:
+            raise ValueError("keep_candidates must be >= 0, max_age_days >= 1 and grace_hours >= 0")
 
 
 @dataclass(frozen=True)

@@ -696,31 +696,42 @@ def set_model_artifact(cur, version: int, uri: str, sha256: str, size_bytes: int
     )
 
 
-def retention_candidates(cur, keep_candidates: int) -> list[dict[str, Any]]:
+def retention_candidates(cur, keep_candidates: int, grace_hours: float = 0.0) -> list[dict[str, Any]]:
     """Versions whose artifact may go: never champion (champion_history keeps every version a
-    rollback can return to), not among the newest ``keep_candidates`` versions, still stored."""
+    rollback can return to), not among the newest ``keep_candidates`` versions, older than
+    ``grace_hours`` and not judged within it by a run still undecided (a night in flight may
+    still promote it), still stored."""
     cur.execute(
         """
         SELECT version, kind, artifact_uri, size_bytes FROM textclf.model_versions mv
         WHERE artifact_deleted_at IS NULL AND artifact_uri <> ''
           AND NOT EXISTS (SELECT 1 FROM textclf.champion_history h WHERE h.model_version = mv.version)
           AND version NOT IN (SELECT version FROM textclf.model_versions ORDER BY version DESC LIMIT %s)
+          AND created_at < now() - make_interval(secs => %s)
+          -- judged by a run that has not decided yet (an old version reused by a re-run tonight)
+          AND NOT EXISTS (SELECT 1 FROM textclf.evaluations e
+                          WHERE e.model_version = mv.version
+                            AND e.evaluated_at > now() - make_interval(secs => %s)
+                            AND NOT EXISTS (SELECT 1 FROM textclf.promotion_decisions d
+                                            WHERE d.run_id = e.run_id))
         ORDER BY version
         """,
-        (keep_candidates,),
+        (keep_candidates, grace_hours * 3600, grace_hours * 3600),
     )
     return all_dicts(cur)
 
 
-def mark_artifact_deleted(cur, version: int) -> bool:
-    """Record the deletion, unless the version became champion meanwhile (then False)."""
+def mark_artifact_deleted(cur, version: int, grace_hours: float = 0.0) -> bool:
+    """Record the deletion, unless the version became champion meanwhile or is younger than
+    ``grace_hours`` (a retraining may have stored it again since it was listed): then False."""
     cur.execute(
         """
         UPDATE textclf.model_versions mv SET artifact_deleted_at = now()
         WHERE version = %s AND artifact_deleted_at IS NULL
+          AND created_at < now() - make_interval(secs => %s)
           AND NOT EXISTS (SELECT 1 FROM textclf.champion_history h WHERE h.model_version = mv.version)
         """,
-        (version,),
+        (version, grace_hours * 3600),
     )
     return cur.rowcount == 1
 

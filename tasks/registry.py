@@ -359,6 +359,13 @@ def apply_run_decision(
           and db.reign_tested_nights(cur, current["model_version"], current["effective_from"]) != judged_nights):
         return None
     elif winner is not None and winner != expected_champion and not dry_run:
+        # Checked again under the lock, as set_champion does: retention may have deleted the
+        # winner's artifact while the night judged it from stored test scores.
+        deleted = (db.model_version(cur, winner) or {}).get("artifact_deleted_at")
+        if deleted:
+            raise RegistryError(f"model version {winner} won this night, but retention deleted its artifact at "
+                                f"{deleted:%Y-%m-%d %H:%M:%S %Z} while it was judged; nothing promoted (raise "
+                                "[retention] grace_hours above the night's length, then re-run this date)")
         record.update(decision="promoted", champion_before=expected_champion, champion_after=winner,
                       reasons={**reasons, "summary": summary})
     else:

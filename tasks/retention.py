@@ -2,7 +2,9 @@
 
 Kept: every model version that was ever champion (a rollback may return to any of them; their
 rows in champion_history are the rule, enforced again under the champion lock when deleting),
-and the newest ``keep_candidates`` versions. Deleted: the artifacts of other versions (the
+the newest ``keep_candidates`` versions, and every version younger than ``grace_hours`` (a night
+in flight may still promote it; the nightly promotion re-checks its winner's artifact under the
+champion lock all the same). Deleted: the artifacts of other versions (the
 version row stays, marked, for the audit trail; a retraining with the same key stores it again),
 run folders (snapshots, clean rows, reports, data docs) of runs validated more than
 ``max_age_days`` ago, and worker-local checkpoints, scratch and model caches untouched for as long.
@@ -79,7 +81,7 @@ def collect_garbage(settings: Settings, *, dry_run: bool = False, now: datetime 
     report = RetentionReport(dry_run=dry_run)
 
     with db.connect(settings) as conn, conn.cursor() as cur:
-        candidates = db.retention_candidates(cur, policy.keep_candidates)
+        candidates = db.retention_candidates(cur, policy.keep_candidates, policy.grace_hours)
         old_runs = db.runs_validated_before(cur, cutoff)
     for row in candidates:
         uri = storage.upath(row["artifact_uri"])
@@ -87,7 +89,7 @@ def collect_garbage(settings: Settings, *, dry_run: bool = False, now: datetime 
         if not dry_run:
             with db.connect(settings) as conn, conn, conn.cursor() as cur:
                 db.lock_champion(cur)  # no promotion can pick it while it goes
-                if not db.mark_artifact_deleted(cur, row["version"]):
+                if not db.mark_artifact_deleted(cur, row["version"], policy.grace_hours):
                     continue
             storage.remove_tree(uri)
         report.freed.append(Freed(f"model artifact (v{row['version']} {row['kind']})", str(uri), size))

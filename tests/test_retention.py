@@ -26,7 +26,7 @@ def age(path, days: float) -> None:
 @pytest.fixture
 def cluttered(settings, pg, tiny_tfidf_dir):
     """Five versions (v1 then v2 were champion), an old and a recent run, old and new checkpoints."""
-    settings = replace(settings, retention=RetentionPolicy(keep_candidates=1, max_age_days=30))
+    settings = replace(settings, retention=RetentionPolicy(keep_candidates=1, max_age_days=30, grace_hours=0))
     versions = [register_tiny(settings, tiny_tfidf_dir, key=f"k{i}") for i in range(5)]
     in_transaction(settings, registry.set_champion, settings, versions[0], reason="first", actor="test")
     in_transaction(settings, registry.set_champion, settings, versions[1], reason="second", actor="test")
@@ -65,7 +65,7 @@ def test_the_maintenance_dag_frees_space_and_a_rollback_still_works(cluttered, a
 
     settings, versions = cluttered
     config = tmp_path / "textclf.toml"
-    config.write_text("[retention]\nkeep_candidates = 1\nmax_age_days = 30\n")
+    config.write_text("[retention]\nkeep_candidates = 1\nmax_age_days = 30\ngrace_hours = 0\n")
     monkeypatch.setenv("TEXTCLF_CONFIG", str(config))
     monkeypatch.setenv("TEXTCLF_HOME", str(settings.home))
     dag = DagBag(dag_folder=str(REPO_ROOT / "dags")).dags["textclf_maintenance"]
@@ -88,3 +88,76 @@ def test_the_maintenance_dag_frees_space_and_a_rollback_still_works(cluttered, a
         in_transaction(settings, registry.set_champion, settings, versions[3], reason="oops", actor="ops")
     again = collect_garbage(settings)
     assert again.freed == []  # idempotent
+
+
+def test_versions_younger_than_the_grace_or_judged_by_an_undecided_run_are_kept(cluttered, pg):
+    settings, versions = cluttered
+    graced = replace(settings, retention=replace(settings.retention, grace_hours=24))
+    assert not [f for f in collect_garbage(graced, dry_run=True).freed if f.what.startswith("model")]  # < 1 day
+    with pg.cursor() as cur:
+        cur.execute("UPDATE textclf.model_versions SET created_at = now() - interval '2 days'")
+        # v3 was judged an hour ago by a run that has not decided yet: a night in flight.
+        cur.execute("""INSERT INTO textclf.evaluations (run_id, model_version, role, test_rows, test_fingerprint,
+                       metrics) VALUES ('in-flight', %s, 'candidate', 10, 'x', '{}')""", (versions[2],))
+    freed = [f.what for f in collect_garbage(graced, dry_run=True).freed if f.what.startswith("model")]
+    assert freed == [f"model artifact (v{versions[3]} tfidf)"]
+
+
+def test_a_night_promotes_while_retention_runs_in_a_loop(settings, pg):
+    """gc with keep_candidates = 0 every few milliseconds during a whole night: tonight's winner
+    is young, so it is kept, promoted and scores the documents."""
+    import threading
+
+    from support import run_date, seed
+    from tasks.airflow_env import manual_run_interval
+
+    eager = replace(settings, retention=RetentionPolicy(keep_candidates=0, max_age_days=30))
+    day = datetime(2026, 11, 20, tzinfo=UTC)
+    seed(settings, days=3, per_day=60, end=manual_run_interval(day.date())[1])
+    stop, sweeps = threading.Event(), []
+
+    def sweep():
+        while not stop.is_set():
+            sweeps.append(collect_garbage(eager))
+            time.sleep(0.01)
+
+    sweeper = threading.Thread(target=sweep)
+    sweeper.start()
+    try:
+        night = run_date(settings, day, "night-with-gc")
+    finally:
+        stop.set()
+        sweeper.join()
+    assert len(sweeps) > 5 and night["promotion"]["promoted"]
+    assert fetch(pg, "SELECT count(*) FROM textclf.model_versions WHERE artifact_deleted_at IS NOT NULL") == [(0,)]
+    assert night["prediction"]["rows_written"] > 0
+
+
+def test_a_winner_deleted_while_it_was_judged_is_not_promoted(settings, pg):
+    """Retention misconfigured with no grace deletes the winner between evaluate and promote:
+    the promotion re-checks the artifact under the champion lock and refuses, naming it."""
+    from support import seed
+    from tasks.airflow_env import manual_run_interval
+    from tasks.errors import is_final
+    from tasks.pipeline import (
+        RunOptions,
+        evaluate_step,
+        extract_step,
+        promote_step,
+        train_step,
+        validate_step,
+    )
+
+    day = datetime(2026, 11, 20, tzinfo=UTC)
+    start, end = manual_run_interval(day.date())
+    seed(settings, days=3, per_day=60, end=end)
+    validation = validate_step(settings, "r", day, extract_step(settings, "r", start, end))
+    trained = train_step(settings, "tfidf", "r", day, validation, RunOptions(candidates=("tfidf",)))
+    evaluation = evaluate_step(settings, "r", validation, [trained])
+    reckless = replace(settings, retention=RetentionPolicy(keep_candidates=0, max_age_days=30, grace_hours=0))
+    assert [f.what for f in collect_garbage(reckless).freed if f.what.startswith("model")] == [
+        f"model artifact (v{trained['version']} tfidf)"]
+    with pytest.raises(registry.RegistryError, match="retention deleted its artifact") as raised:
+        promote_step(settings, "r", validation, evaluation)
+    assert is_final(raised.value) and "grace_hours" in str(raised.value)
+    assert fetch(pg, "SELECT count(*) FROM textclf.champion_history") == [(0,)]
