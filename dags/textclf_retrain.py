@@ -186,13 +186,14 @@ PARAMS = {
 
 def _settings():
     """Project settings with the database of the `textclf_db` Airflow connection; refused when
-    its roots are worker-local under a distributed executor."""
+    its roots are worker-local under a distributed executor, or cannot be written."""
     from textclf_airflow import textclf_settings
 
-    from tasks.topology import check_shared_roots
+    from tasks.topology import check_shared_roots, check_writable_roots
 
     settings = _run(textclf_settings)
     _run(check_shared_roots, settings, EXECUTOR)
+    _run(check_writable_roots, settings)
     return settings
 
 

@@ -54,16 +54,19 @@ class Skip(Exception):  # noqa: N818 - it is an outcome, not an error
 
 
 NO_SPACE_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+# A read-only file system or a permission refused: the same write fails the same way on a retry.
+NOT_WRITABLE_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM}
 # PostgreSQL errors about the statement or the data, not the connection (psycopg2 class names).
 _FINAL_DATABASE_ERRORS = {"DataError", "ProgrammingError"}
 
 
 def is_final(exc: BaseException) -> bool:
-    """Whether retrying cannot help: a FinalError, a full disk or quota, or a database error
+    """Whether retrying cannot help: a FinalError, a full disk or quota, a read-only file system
+    or a refused permission, or a database error
     about the statement or the data (a missing column, a value of the wrong type)."""
     if isinstance(exc, FinalError):
         return True
-    if isinstance(exc, OSError) and exc.errno in NO_SPACE_ERRNOS:
+    if isinstance(exc, OSError) and exc.errno in NO_SPACE_ERRNOS | NOT_WRITABLE_ERRNOS:
         return True
     return any(cls.__name__ in _FINAL_DATABASE_ERRORS and cls.__module__.startswith("psycopg2")
                for cls in type(exc).__mro__)

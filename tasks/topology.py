@@ -6,7 +6,9 @@ Airflow's executor setting and pools in (tasks/ never imports Airflow)."""
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from tasks import storage
@@ -40,6 +42,26 @@ def check_shared_roots(settings: Settings, executor: str) -> None:
             "s3://bucket/textclf/models, or set shared_filesystem = true if these folders are "
             "a mount every worker shares (NFS, a compose volume)"
         )
+
+
+def check_writable_roots(settings: Settings) -> None:
+    """The local folders a night writes to can be written: a read-only or foreign-owned root is
+    a configuration error naming its setting, on the first try, not an OSError retried for
+    minutes in the middle of a task."""
+    roots = {"run_root": settings.run_root or str(settings.home / "runs"),
+             "artifact_root": settings.artifact_root or str(settings.models_dir),
+             "TEXTCLF_HOME": str(settings.home)}
+    for name, root in roots.items():
+        path = storage.upath(root)
+        if not storage.is_local(path):
+            continue
+        try:
+            Path(str(path)).mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=Path(str(path)), prefix=".textclf-write-check-"):
+                pass
+        except OSError as exc:
+            raise ConfigError(f"{name} ({root}) cannot be written by this worker: {exc.strerror or exc} "
+                              f"(errno {exc.errno}); fix its permissions or mount, or point {name} elsewhere") from None
 
 
 def check_gpu_worker(kind: str, executor: str, cuda_available: bool, allow_cpu_fallback: bool) -> None:

@@ -23,6 +23,8 @@ from tasks import errors
     (errors.SchemaNotCurrent("run textclf db upgrade"), True),
     (OSError(errno.ENOSPC, "No space left on device"), True),
     (OSError(errno.EDQUOT, "Disk quota exceeded"), True),
+    (OSError(errno.EROFS, "Read-only file system"), True),
+    (PermissionError(errno.EACCES, "Permission denied"), True),
     (psycopg2.errors.UndefinedColumn("column \"txt\" does not exist"), True),
     (psycopg2.errors.InvalidTextRepresentation("invalid input syntax for type integer"), True),
     # Connections, workers, locks: the next try may well succeed.

@@ -92,16 +92,24 @@ def test_a_stray_label_on_the_first_night_is_set_aside_and_a_later_unknown_label
     assert "'spma'" in alert
 
 
+@pytest.mark.parametrize(("setting", "error"), [
+    ('[validation]\nmax_text_length = "long"\n', "ConfigError: [validation] max_text_length"),
+    # A run_root that cannot be written (here: under a file; a read-only mount reads the same).
+    ('run_root = "{blocker}/runs"\n', "ConfigError: run_root ({blocker}/runs) cannot be written"),
+], ids=["bad-value", "unwritable-run-root"])
 def test_one_misconfiguration_is_one_alert_and_every_failed_task_is_recorded(
-        dagbag, clean_db, pg, slack, tmp_path, monkeypatch):
+        dagbag, clean_db, pg, slack, tmp_path, monkeypatch, setting, error):
     from tasks.airflow_env import manual_run_interval
     from tasks.config import load_settings
 
     settings = load_settings(database_url=clean_db)
     day = datetime(2026, 11, 20, tzinfo=UTC)
     seed(settings, days=3, per_day=60, end=manual_run_interval(day.date())[1])
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    setting, error = setting.format(blocker=blocker), error.format(blocker=blocker)
     config = tmp_path / "textclf.toml"
-    config.write_text('[validation]\nmax_text_length = "long"\n')
+    config.write_text(setting)
     monkeypatch.setenv("TEXTCLF_CONFIG", str(config))
 
     run = dagbag.get_dag("textclf_retrain").test(logical_date=day, run_conf=FAST)
@@ -118,8 +126,8 @@ def test_one_misconfiguration_is_one_alert_and_every_failed_task_is_recorded(
     recorded = events(pg, run.run_id)
     failed = {task: message for task, event, message in recorded if event == "task_failed"}
     assert set(failed) == {"extract", "finish"}, recorded
-    assert "ConfigError" in failed["extract"] and "max_text_length" in failed["extract"]
+    assert error in failed["extract"]
     assert [m for _, e, m in recorded if e == "night_red"] == ["task(s) failed: extract"]
     [alert] = slack.texts
-    assert f"run {run.run_id} failed: task(s) failed: extract | extract: failed on try 1: ConfigError" in alert
+    assert f"run {run.run_id} failed: task(s) failed: extract | extract: failed on try 1: {error}" in alert
     assert "run None" not in alert

