@@ -486,6 +486,22 @@ def check_timestamp_column(cur, source: SourceTable, setting: str) -> str:
     return column_type
 
 
+INTEGER_TYPES = ("smallint", "integer", "bigint")
+
+
+def check_document_id_column(cur, source: SourceTable, setting: str) -> str:
+    """The documents' id column holds integers: textclf.predictions keys rows by a bigint
+    document id. Anything else (uuid, text) is a configuration error naming the column, raised at
+    the night's first task instead of at every night's predict."""
+    column_type = _column_type(cur, source, source.id_column)
+    if column_type not in INTEGER_TYPES:
+        raise ConfigError(
+            f"[{setting}] {source.qualified_name}.{source.id_column} is {column_type}, but document ids "
+            "must be integers (smallint, integer, bigint): textclf.predictions.document_id is a bigint. "
+            "Point id_column at an integer key, or at a view that numbers the documents")
+    return column_type
+
+
 def _column_type(cur, source: SourceTable, column: str) -> str:
     cur.execute(
         """

@@ -188,6 +188,10 @@ def extract_snapshot(
     split_rows = {"train": 0, "validation": 0, "test": 0}
     with db.connect(settings) as conn, conn.cursor() as cur:
         db.check_timestamp_column(cur, settings.labelled_source, "labelled_source")
+        # The documents are scored at the end of the night: a source that cannot be fails now.
+        with db.reading_source(settings.documents_source, "documents_source"):
+            db.check_timestamp_column(cur, settings.documents_source, "documents_source")
+            db.check_document_id_column(cur, settings.documents_source, "documents_source")
     with (db.connect(settings) as conn, tmp_path.open("wb") as sink,
           pq.ParquetWriter(sink, SNAPSHOT_SCHEMA) as writer,
           db.reading_source(settings.labelled_source, "labelled_source")):

@@ -738,6 +738,7 @@ def plan_predictions_step(
         wanted = max(1, settings.max_prediction_partitions)
         with db.reading_source(settings.documents_source, "documents_source"):
             db.check_timestamp_column(cur, settings.documents_source, "documents_source")
+            db.check_document_id_column(cur, settings.documents_source, "documents_source")
             documents, _ = db.document_id_bounds(cur, settings.documents_source, scope_start, end, 1)
             parts = max(1, min(wanted, math.ceil(documents / max(1, settings.prediction_partition_rows))))
             _, cuts = db.document_id_bounds(cur, settings.documents_source, scope_start, end, parts)

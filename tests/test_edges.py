@@ -139,6 +139,20 @@ def test_integer_like_labels_train_promote_and_predict_as_the_source_wrote_them(
     assert predicted == {str(classes["positive"]).strip()}
 
 
+def test_documents_with_uuid_ids_fail_the_first_task_naming_the_column(settings, pg):
+    """Was: every night failed at predict with "invalid input syntax for type bigint"."""
+    with pg.cursor() as cur:
+        cur.execute("DROP TABLE IF EXISTS public.my_docs")
+        cur.execute("CREATE TABLE public.my_docs (id uuid PRIMARY KEY, text text, created_at timestamptz)")
+    insert_labelled(pg, corpus(lambda i: ["positive", "negative"][i % 2], 60))
+    own = replace(settings, documents_source=SourceTable("public", "my_docs", timestamp_column="created_at",
+                                                         label_column=None))
+    with pytest.raises(ConfigError) as raised:
+        extract_step(own, "uuid-docs", START, END)
+    assert str(raised.value).startswith("[documents_source] public.my_docs.id is uuid, but document ids must be "
+                                        "integers") and is_final(raised.value)
+
+
 def test_naive_timestamps_are_read_in_source_timezone(settings, pg):
     own_table(pg, "timestamp without time zone")
     naive_end = END.replace(tzinfo=None) + timedelta(hours=1)  # Paris is UTC+1 in November

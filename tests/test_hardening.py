@@ -289,7 +289,7 @@ def test_direct_sql_into_the_default_tables(settings, pg):
     assert 2003 in clean_ids and {2001, 2002, 2004, 2005}.isdisjoint(clean_ids)
 
 
-def test_an_empty_source_and_a_single_label_skip_with_a_reason_instead_of_crashing(airflow_ready, clean_db, pg):
+def test_an_empty_source_is_green_and_a_single_label_is_red_with_a_reason_instead_of_crashing(airflow_ready, clean_db, pg):
     """Regressions: no labelled rows at all crashed validation (label_set must not be empty);
     a snapshot with one label crashed TF-IDF training. Both retried three times and failed."""
     from airflow.dag_processing.dagbag import DagBag
@@ -308,8 +308,10 @@ def test_an_empty_source_and_a_single_label_skip_with_a_reason_instead_of_crashi
                         [(i, text, "positive", ts) for i, text, _, ts in good_rows(end)])
     run = dag.test(logical_date=DAY + timedelta(days=1), run_conf={"candidates": ["tfidf"]})
     states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
-    assert str(run.state) == "success", states
+    # Nothing could be trained: red on the first try (finish), with the reason; nothing crashed.
+    assert str(run.state) == "failed" and states["finish"] == "failed", states
     assert states["validate"] == "success" and states["train_tfidf"] == "skipped"
+    assert {ti.try_number for ti in run.get_task_instances() if ti.state == "failed"} == {1}
     validation = validation_of(pg, run.run_id)
     assert validation["status"] == "failed"
     assert any("expect_column_unique_value_count_to_be_between" in f and "at least 2" in f
