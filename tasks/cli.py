@@ -100,7 +100,12 @@ def cmd_run(args) -> int:
     check_interval(*manual_run_interval(args.date))  # before Airflow starts, in one line
     db.upgrade(db.database_url(settings))  # like `textclf airflow`: this command sets things up
     log_path = settings.home / "logs" / f"run-{args.date}.log" if args.quiet else None
-    code = run_dag_for_date(settings, args.date, conf=args.conf, log_path=log_path)
+    with db.run_date_lock(db.database_url(settings), args.date.isoformat()) as mine:
+        if not mine:
+            print(f"textclf run for {args.date} is already in progress (another `textclf run` of that date "
+                  "holds its lock); wait for it to end, or stop it", file=sys.stderr)
+            return 1
+        code = run_dag_for_date(settings, args.date, conf=args.conf, log_path=log_path)
     if code != 0:
         print(f"textclf_retrain for {args.date} failed (exit {code})"
               + (f"; log: {log_path}" if log_path else ""), file=sys.stderr)
@@ -484,7 +489,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from tasks.console import SafeOutput
+
     args = build_parser().parse_args(argv)
+    stdout, stderr = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = SafeOutput(stdout), SafeOutput(stderr)
+    try:
+        return _main(args)
+    finally:
+        sys.stdout, sys.stderr = stdout, stderr
+
+
+def _main(args) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
@@ -499,10 +515,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"textclf: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except psycopg2.OperationalError as exc:
-        # libpq names the host and port, never the password; one line, not a traceback.
-        print(f"textclf: error: cannot reach the database: {one_line(exc)} (check TEXTCLF_DATABASE_URL "
-              "or the textclf_db connection; --verbose shows more)", file=sys.stderr)
-        return 2
+        return _unreachable(exc)
+    except Exception as exc:
+        # Migrations (`db upgrade`, `run`) go through SQLAlchemy, which wraps libpq's error.
+        if isinstance(getattr(exc, "orig", None), psycopg2.OperationalError):
+            return _unreachable(exc.orig)  # type: ignore[attr-defined]
+        raise
+
+
+def _unreachable(exc: BaseException) -> int:
+    from tasks.errors import one_line
+
+    # libpq names the host and port, never the password; one line, not a traceback.
+    print(f"textclf: error: cannot reach the database: {one_line(exc)} (check TEXTCLF_DATABASE_URL "
+          "or the textclf_db connection; --verbose shows more)", file=sys.stderr)
+    return 2
 
 if __name__ == "__main__":
     sys.exit(main())

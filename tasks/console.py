@@ -2,7 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Any, TextIO
+
+# C0 controls but tab, newline and carriage return (progress bars), DEL and C1: what a terminal
+# may act on (ESC starts colour, cursor and title sequences) rather than show.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with every terminal control character shown as its escape (``\x1b``)."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+class SafeOutput:
+    """A text stream that escapes terminal control characters in everything written to it: labels,
+    texts and messages come from users' tables and must not drive the reader's terminal."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._stream.write(escape_controls(text))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 def _score(value: float | None) -> str:

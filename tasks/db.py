@@ -873,6 +873,18 @@ def champion_history(cur) -> list[dict[str, Any]]:
 CHAMPION_LOCK_WAIT_SECONDS = 30.0  # a champion change holds the lock for milliseconds
 
 
+@contextmanager
+def run_date_lock(url: str, day: str) -> Iterator[bool]:
+    """Hold a session advisory lock for ``textclf run`` of ``day`` while the block runs: True
+    when this process got it, False when another run of that date holds it. Never waits; it
+    goes with the connection, so a killed holder releases it."""
+    with closing(psycopg2.connect(url, application_name="textclf run")) as conn:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_try_advisory_lock(hashtext('textclf run'), hashtext(%s))", (day,))
+            yield bool(cur.fetchone()[0])
+
+
 def lock_champion(cur, wait_seconds: float | None = None) -> None:
     """Serialise champion changes: lock the one row of textclf.champion_lock for this
     transaction. A row lock needs UPDATE on the row, which the reader role lacks (any role could

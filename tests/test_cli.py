@@ -72,3 +72,35 @@ def test_registry_commands(settings, capsys, tiny_tfidf_dir):
     result = json.loads(out)
     assert result["model_version"] == v1
     assert result["predictions"][0]["label"] == "positive"
+
+
+def test_a_date_already_being_run_is_refused_in_one_line(settings, capsys):
+    """Was: two of three concurrent runs of one date exited with a 276-line IntegrityError."""
+    with db.run_date_lock(settings.database_url, "2026-11-20") as mine:
+        assert mine
+        code, _, err = run(capsys, "run", "--date", "2026-11-20")
+    assert code == 1 and err.strip() == ("textclf run for 2026-11-20 is already in progress (another `textclf run` of "
+                                         "that date holds its lock); wait for it to end, or stop it")
+    with db.run_date_lock(settings.database_url, "2026-11-20") as mine:
+        assert mine  # released with its connection
+
+
+def test_run_and_db_upgrade_on_an_unreachable_database_are_one_line(capsys, monkeypatch):
+    monkeypatch.setenv("TEXTCLF_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none?connect_timeout=2")
+    for argv in (["db", "upgrade"], ["run", "--date", "2026-11-20"], ["models"]):
+        code, out, err = run(capsys, *argv)
+        assert code == 2 and err.startswith("textclf: error: cannot reach the database:"), (argv, err)
+        assert len(err.strip().splitlines()) == 1, err
+
+
+def test_terminal_control_characters_from_the_data_are_shown_escaped(settings, capsys, pg):
+    """A label holding ESC sequences (a title change, colours) must not drive the reader's
+    terminal: every CLI output shows them escaped."""
+    from tasks.console import escape_controls
+
+    assert escape_controls("pos\x1b]0;pwned\x07itive\t1\n") == "pos\\x1b]0;pwned\\x07itive\t1\n"
+    with pg.cursor() as cur:
+        cur.execute("INSERT INTO textclf.label_sets (labels, origin) VALUES (%s, 'test')",
+                    ('["neg\\u001b[31mative", "positive"]',))
+    code, out, _ = run(capsys, "labels")
+    assert code == 0 and "\x1b" not in out and "neg\\x1b[31mative" in out
