@@ -203,6 +203,43 @@ def night_deadline_missed(context: dict | None = None, **_: object) -> None:
         channel.notify(context or {})  # the text is final: nothing to render
 
 
+def abandon_in_process_run(dag_id: str, day: str) -> None:
+    """After `textclf run` was killed and its `airflow dags test` stopped with it: the run of
+    ``day`` it left running is marked failed, with its unfinished tasks, and recorded
+    (`night_failed`), so nothing waits on a run that nobody runs any more."""
+    import logging
+    import os
+    from datetime import UTC, datetime, timedelta
+
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState, State, TaskInstanceState
+
+    from tasks.db import connection_url_from_env, record_event_at
+
+    start = datetime.fromisoformat(day).replace(tzinfo=UTC)
+    with create_session() as session:
+        runs = [run for run in session.query(DagRun).filter(DagRun.dag_id == dag_id,
+                                                             DagRun.logical_date >= start,
+                                                             DagRun.logical_date < start + timedelta(days=1))
+                if run.state in (DagRunState.RUNNING, DagRunState.QUEUED)]
+        for run in runs:
+            for ti in run.get_task_instances(session=session):
+                if ti.state not in State.finished:
+                    ti.state = TaskInstanceState.FAILED
+            run.set_state(DagRunState.FAILED)
+        session.commit()
+    for run in runs:
+        message = (f"{dag_id} run {run.run_id} failed: the `textclf run` that ran it was killed; the night was "
+                   "stopped at once and marked failed (re-run the date)")
+        logging.getLogger("textclf").error("%s", message)
+        try:
+            record_event_at(connection_url_from_env(os.environ["AIRFLOW_CONN_TEXTCLF_DB"]), run.run_id, None,
+                            "night_failed", message)
+        except Exception as exc:  # noqa: BLE001 - the run is marked failed all the same
+            logging.getLogger("textclf").error("could not record it in textclf.pipeline_events: %s", exc)
+
+
 def emit_metrics(metrics) -> None:
     """Send ``tasks.observability.Metric``s through Airflow's stats client (StatsD or
     OpenTelemetry as configured; nothing when metrics are off)."""

@@ -233,8 +233,13 @@ def run_dag_for_date(
     command = ["airflow", "dags", "test", DAG_ID, day.isoformat()]
     if conf:
         command += ["--conf", conf]
+    # Killed (even by SIGKILL), this process takes the run down at once; then the run is marked
+    # failed in Airflow and recorded, instead of staying "running" for ever.
+    abandon = [sys.executable, "-c", "import sys, textclf_airflow; textclf_airflow.abandon_in_process_run(*sys.argv[1:])",
+               DAG_ID, day.isoformat()]
+    env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT / "plugins"), env.get("PYTHONPATH")]))}
     if log_path is None:
-        return run_guarded(command, env)
+        return run_guarded(command, env, on_orphaned=abandon)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w") as log_file:
-        return run_guarded(command, env, stdout=log_file)
+        return run_guarded(command, env, stdout=log_file, on_orphaned=abandon)

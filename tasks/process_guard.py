@@ -6,7 +6,9 @@ whole tree (the group, plus descendants that made groups of their own, such as A
 processes): SIGTERM, a grace period, then SIGKILL, when
 
 - this process gets Ctrl-C, SIGTERM or SIGHUP (it forwards SIGTERM to the guardian);
-- this process dies, even by SIGKILL (Linux: PR_SET_PDEATHSIG; elsewhere it polls the parent);
+- this process dies, even by SIGKILL (Linux: PR_SET_PDEATHSIG; elsewhere it polls the parent):
+  then at once with SIGKILL, no grace (whoever killed us wants it stopped, and a task given a
+  grace would go on committing), and then ``on_orphaned`` runs, to record what was stopped;
 - the command exits by itself (stragglers are reaped).
 
 Run as ``python -m tasks.process_guard PARENT_PID GRACE -- COMMAND...`` by ``run_guarded``.
@@ -15,6 +17,7 @@ Run as ``python -m tasks.process_guard PARENT_PID GRACE -- COMMAND...`` by ``run
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import signal
 import subprocess
@@ -24,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
+ON_ORPHANED = "TEXTCLF_GUARD_ON_ORPHANED"  # JSON list: the command to run when the parent died
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -37,16 +41,21 @@ def run_guarded(
     stdout: IO | int | None = None,
     grace_seconds: float = 20.0,
     on_start=None,
+    on_orphaned: Sequence[str] | None = None,
 ) -> int:
     """Run ``command`` under a guardian; returns its exit status (128 + signal when stopped).
 
     ``on_start(process)`` is called once the guardian runs (e.g. to wait for a port); it runs
-    in this process while the signals above are handled.
+    in this process while the signals above are handled. ``on_orphaned``: a command the guardian
+    runs (same environment, 60 s at most) after it stopped the tree because this process died.
     """
+    guardian_env = dict(env if env is not None else os.environ)
+    if on_orphaned:
+        guardian_env[ON_ORPHANED] = json.dumps(list(on_orphaned))
     guardian = subprocess.Popen(
         [sys.executable, "-m", "tasks.process_guard", str(os.getpid()), str(grace_seconds), "--",
          *command],
-        env=dict(env) if env is not None else None, cwd=cwd, stdout=stdout,
+        env=guardian_env, cwd=cwd, stdout=stdout,
         stderr=subprocess.STDOUT if stdout is not None else None, stdin=subprocess.DEVNULL,
         start_new_session=True,  # Ctrl-C in a terminal reaches us only; we decide what follows
     )
@@ -140,6 +149,7 @@ def _guard(parent_pid: int, grace_seconds: float, command: list[str]) -> int:
         signal.signal(sig, stop)
     if os.getppid() != parent_pid:  # the parent died before PR_SET_PDEATHSIG took effect
         return 1
+    on_orphaned = json.loads(os.environ.pop(ON_ORPHANED, "null"))
     child = subprocess.Popen(command)  # in our process group: killpg reaches it and its children
     group = os.getpgid(0)
     while not stopping and child.poll() is None:
@@ -148,7 +158,13 @@ def _guard(parent_pid: int, grace_seconds: float, command: list[str]) -> int:
             break
         time.sleep(0.2)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # killpg below must not stop us half-way
-    stop_tree(os.getpid(), group, grace_seconds)
+    orphaned = bool(stopping) and os.getppid() != parent_pid
+    stop_tree(os.getpid(), group, 0.0 if orphaned else grace_seconds)
+    if orphaned and on_orphaned:
+        try:
+            subprocess.run(on_orphaned, timeout=60, check=False, stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.SubprocessError) as exc:
+            print(f"process_guard: {' '.join(on_orphaned)} failed: {exc}", file=sys.stderr)
     return child.returncode if not stopping and child.returncode is not None else 128 + stopping[0]
 
 

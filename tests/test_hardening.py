@@ -765,23 +765,57 @@ def test_a_schema_behind_the_code_is_refused_until_textclf_db_upgrade(database_u
 
 
 @pytest.mark.slow
-def test_kill_9_of_textclf_run_leaves_no_airflow_process(airflow_ready, clean_db, tmp_path):
+def test_kill_9_of_textclf_run_stops_its_night_at_once_and_marks_it_failed(airflow_ready, clean_db, pg, tmp_path):
+    """Was: killed as evaluate started, within 8 s the run promoted, wrote 600 predictions and
+    ended "success". Now nothing of the night is written after the kill, no Airflow process is
+    left, and the run is marked failed in Airflow and recorded."""
     import psutil
 
-    env = {**os.environ, "TEXTCLF_HOME": str(tmp_path / "home"), "TEXTCLF_DATABASE_URL": clean_db}
+    from conftest import url_for_database
+    from support import seed
+    from tasks.config import load_settings
+
+    home = tmp_path / "home"
+    seed(load_settings(home=home, database_url=clean_db), days=3, per_day=60,
+         end=manual_run_interval(DAY.date())[1])
+    env = {**os.environ, "TEXTCLF_HOME": str(home), "TEXTCLF_DATABASE_URL": clean_db}
     env.pop("TEXTCLF_IN_PROCESS_RUN", None)
-    textclf = subprocess.Popen([sys.executable, "-m", "tasks.cli", "run", "--date", "2026-11-20", "--quiet"],
+    textclf = subprocess.Popen([sys.executable, "-m", "tasks.cli", "run", "--date", DAY.date().isoformat(),
+                                "--quiet", "--conf", '{"candidates": ["tfidf", "bert"], "bert_max_train_rows": 48, '
+                                '"bert_max_length": 24, "bert_epochs": 1}'],
                                cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
-    deadline = time.monotonic() + 180
-    airflow = []
-    while time.monotonic() < deadline and not airflow:
-        time.sleep(1)
-        airflow = [p for p in psutil.Process(textclf.pid).children(recursive=True)
-                   if "dags" in p.cmdline() and "test" in p.cmdline()]
-    assert airflow, "airflow dags test never started"
-    time.sleep(3)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not fetch(pg, "SELECT run_id FROM textclf.validation_runs"):
+        assert textclf.poll() is None, "textclf run ended before the night was under way"
+        time.sleep(0.5)
+    [(run_id,)] = fetch(pg, "SELECT run_id FROM textclf.validation_runs")  # validated: training now
+    airflow = [p for p in psutil.Process(textclf.pid).children(recursive=True)
+               if "dags" in p.cmdline() and "test" in p.cmdline()]
+    assert airflow, "airflow dags test is not running"
     textclf.send_signal(signal.SIGKILL)
     textclf.wait(30)
-    _, alive = psutil.wait_procs(airflow, timeout=60)
+    _, alive = psutil.wait_procs(airflow, timeout=10)  # at once: SIGKILL, no grace
     assert alive == [], [" ".join(p.cmdline()) for p in alive]
+
+    def written() -> list:
+        return fetch(pg, "SELECT (SELECT count(*) FROM textclf.promotion_decisions), "
+                         "(SELECT count(*) FROM textclf.predictions), (SELECT count(*) FROM textclf.evaluations)")
+
+    after_kill = written()
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and not fetch(
+            pg, "SELECT 1 FROM textclf.pipeline_events WHERE run_id = %s AND event = 'night_failed'", (run_id,)):
+        time.sleep(1)
+    [(message,)] = fetch(pg, "SELECT message FROM textclf.pipeline_events WHERE run_id = %s AND event = 'night_failed'",
+                         (run_id,))
+    assert "textclf run` that ran it was killed" in message
+    time.sleep(5)
+    assert written() == after_kill == [(0, 0, 0)]  # nothing judged, promoted or scored after the kill
+    metadata = url_for_database(clean_db, os.environ["TEXTCLF_AIRFLOW_DATABASE"])
+    with psycopg2.connect(metadata) as conn, conn.cursor() as cur:
+        cur.execute("SELECT state FROM dag_run WHERE run_id = %s", (run_id,))
+        assert cur.fetchall() == [("failed",)]
+        cur.execute("SELECT count(*) FROM task_instance WHERE run_id = %s AND state IN ('running', 'queued')",
+                    (run_id,))
+        assert cur.fetchone() == (0,)
