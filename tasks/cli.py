@@ -331,6 +331,12 @@ def cmd_labels(args) -> int:
         return 1
     current = history[-1]
     print(f"labels ({len(current['labels'])}): {', '.join(current['labels'])}")
+    counts = _source_label_counts(settings)
+    if counts is not None:
+        print("rows in the source: " + ", ".join(f"{label} {counts.get(label, 0):,}" for label in current["labels"]))
+        if absent := [label for label in current["labels"] if not counts.get(label)]:
+            print(f"no row carries {', '.join(map(repr, absent))}: macro-F1 leaves it out; to retire it, list the "
+                  "real labels as `labels = [...]` in textclf.toml")
     when = f" on {current['created_at']:%Y-%m-%d %H:%M %Z}" if current["created_at"] else ""
     print(f"from: {current['origin']}" + (f", run {current['run_id']}" if current["run_id"] else "") + when)
     print(f"compared after NFKC and trimming{', case folded' if settings.label_case_fold else ''} "
@@ -338,6 +344,25 @@ def cmd_labels(args) -> int:
     for earlier in history[:-1]:
         print(f"  earlier: {', '.join(earlier['labels'])} ({earlier['origin']}, {earlier['created_at']:%Y-%m-%d})")
     return 0
+
+
+def _source_label_counts(settings) -> dict[str, int] | None:
+    """Rows per normalised label in the labelled source; None when the source cannot be read."""
+    from collections import Counter
+
+    from tasks import db
+    from tasks.errors import ConfigError
+    from tasks.normalize import normalize_label
+
+    counts: Counter[str] = Counter()
+    try:
+        with db.transaction(settings) as cur, db.reading_source(settings.labelled_source, "labelled_source"):
+            for raw, rows in db.label_counts(cur, settings.labelled_source):
+                if (label := normalize_label(raw, settings.label_case_fold)) is not None:
+                    counts[label] += rows
+    except ConfigError:
+        return None
+    return dict(counts)
 
 
 def cmd_predict(args) -> int:

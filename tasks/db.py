@@ -502,6 +502,13 @@ def check_document_id_column(cur, source: SourceTable, setting: str) -> str:
     return column_type
 
 
+def label_counts(cur, source: SourceTable) -> list[tuple[Any, int]]:
+    """(raw label, rows) of the labelled source, every row whatever its timestamp."""
+    cur.execute(sql.SQL("SELECT {label}, count(*) FROM {table} GROUP BY 1").format(
+        label=_ident(source.label_column or "label"), table=_table(source)))
+    return cur.fetchall()
+
+
 def _column_type(cur, source: SourceTable, column: str) -> str:
     cur.execute(
         """
@@ -1023,12 +1030,12 @@ def documents_unaccounted(cur, source: SourceTable, start: datetime, end: dateti
                    AND NOT EXISTS (
                        SELECT 1 FROM textclf.quarantine q
                        WHERE q.stage = 'prediction' AND q.source = %(source)s
-                         AND q.source_row = d.{id}::text))
+                         AND q.source_row = coalesce(d.{id}::text, %(no_id)s)))
             FROM {table} d WHERE {where}
             """
         ).format(id=_ident(source.id_column), table=_table(source),
                  where=_document_scope(source, start, end)),
-        {"start": start, "end": end, "version": model_version, "source": source.qualified_name},
+        {"start": start, "end": end, "version": model_version, "source": source.qualified_name, "no_id": NO_ID},
     )
     due, missing = cur.fetchone()
     return due, missing

@@ -23,6 +23,7 @@ from tasks.metrics import (
     f1_from_counts,
     label_indices,
     macro_f1_score,
+    present_mean,
     safe_divide,
 )
 
@@ -62,6 +63,9 @@ class ModelEvaluation:
     train_seconds: float | None = None
     peak_memory_bytes: int | None = None
     probabilities: list[list[float]] | None = None
+    # The classes macro_f1 averages over: present in the test rows as truth or prediction (a
+    # label of the set that is neither is named in the report, not scored 0).
+    macro_f1_labels: list[str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -352,7 +356,8 @@ def evaluation_from_probabilities(
         labels=labels,
         n=n,
         accuracy=float(correct.mean()),
-        macro_f1=float(f1.mean()),
+        macro_f1=float(present_mean(f1, support, predicted)),
+        macro_f1_labels=[label for i, label in enumerate(labels) if support[i] + predicted[i] > 0],
         weighted_f1=float((f1 * support).sum() / n),
         per_class={
             label: {
@@ -415,11 +420,19 @@ class PairedBootstrap:
 
     class_f1_a: np.ndarray  # (n_resamples, n_labels)
     class_f1_b: np.ndarray
+    # Whether each class is present (true or predicted) in each resample, for a and for b:
+    # macro-F1 averages over those (tasks/metrics.py).
+    present_a: np.ndarray | None = None
+    present_b: np.ndarray | None = None
 
     @property
     def macro_f1_diffs(self) -> np.ndarray:
         """macro-F1(a) - macro-F1(b) of every resample."""
-        return self.class_f1_a.mean(axis=1) - self.class_f1_b.mean(axis=1)
+        def macro(f1: np.ndarray, present: np.ndarray | None) -> np.ndarray:
+            present = np.ones_like(f1, dtype=bool) if present is None else present
+            return safe_divide((f1 * present).sum(axis=1), present.sum(axis=1))
+
+        return macro(self.class_f1_a, self.present_a) - macro(self.class_f1_b, self.present_b)
 
 
 def paired_bootstrap(
@@ -469,8 +482,10 @@ def paired_bootstrap(
     group_patterns = None
     if groups is not None:
         _, group_of_row = np.unique(np.asarray(groups), return_inverse=True)
-        n_groups = int(group_of_row.max()) + 1
-        if n_groups < n:
+        # Keys are drawn in sorted order; only when that is the rows' own order is drawing rows
+        # the same draw (and cheaper).
+        if not np.array_equal(group_of_row.ravel(), np.arange(n)):
+            n_groups = int(group_of_row.max()) + 1
             group_patterns = sparse.csr_array(
                 (np.ones(n, dtype=np.int64), (group_of_row.ravel(), pattern_of_row.ravel())),
                 shape=(n_groups, n_patterns))
@@ -480,6 +495,8 @@ def paired_bootstrap(
     chunk_size = max(1, _BOOTSTRAP_CHUNK_ELEMENTS // n)
     f1_a = np.empty((n_resamples, n_labels))
     f1_b = np.empty((n_resamples, n_labels))
+    present_a = np.empty((n_resamples, n_labels), dtype=bool)
+    present_b = np.empty((n_resamples, n_labels), dtype=bool)
     for chunk_start in range(0, n_resamples, chunk_size):
         chunk = min(chunk_size, n_resamples - chunk_start)
         drawn = np.stack([bootstrap_indices(rng, draws) for _ in range(chunk)])
@@ -495,7 +512,9 @@ def paired_bootstrap(
         support, predicted_a, predicted_b, hits_a, hits_b = np.split(class_counts, 5, axis=1)
         f1_a[chunk_start : chunk_start + chunk] = f1_from_counts(hits_a, support, predicted_a)
         f1_b[chunk_start : chunk_start + chunk] = f1_from_counts(hits_b, support, predicted_b)
-    return PairedBootstrap(f1_a, f1_b)
+        present_a[chunk_start : chunk_start + chunk] = (support + predicted_a) > 0
+        present_b[chunk_start : chunk_start + chunk] = (support + predicted_b) > 0
+    return PairedBootstrap(f1_a, f1_b, present_a, present_b)
 
 
 def percentile_interval(values: np.ndarray, confidence: float) -> tuple[float, float]:

@@ -1,9 +1,12 @@
-"""Classification metrics from label indices, over the whole label set. Pure numpy.
+"""Classification metrics from label indices. Pure numpy.
 
-There is one macro-F1 in textclf: the unweighted mean of every class's F1 over the full label
-set, a class never seen nor predicted scoring 0 (scikit-learn's ``f1_score(average="macro",
-labels=range(n_labels), zero_division=0)``). Validation, early stopping, the TF-IDF search and
-test evaluation all call ``macro_f1_score``, so their numbers are comparable.
+There is one macro-F1 in textclf: the unweighted mean of the F1 of every class present in the
+rows judged, as truth or as prediction (scikit-learn's ``f1_score(average="macro",
+zero_division=0)`` with its default labels). A class of the label set that is neither (a label
+retired from the source, a rare class with no test rows that nobody predicts) is left out
+instead of scoring 0: it would cap a perfect model at (k-1)/k. A predicted class with no true
+rows still counts, with F1 0. Validation, early stopping, the TF-IDF search and test evaluation
+all call ``macro_f1_score``, so their numbers are comparable.
 """
 
 from __future__ import annotations
@@ -38,9 +41,18 @@ def per_class_f1(y_true, y_pred, n_labels: int) -> np.ndarray:
     return f1_from_counts(np.diag(confusion), confusion.sum(axis=1), confusion.sum(axis=0))
 
 
+def present_mean(f1, support, predicted) -> np.ndarray:
+    """Mean of the per-class ``f1`` over the classes with a true or a predicted row (last axis);
+    0 when there is none."""
+    present = (np.asarray(support) + np.asarray(predicted)) > 0
+    return safe_divide((np.asarray(f1) * present).sum(axis=-1), present.sum(axis=-1))
+
+
 def macro_f1_score(y_true, y_pred, n_labels: int) -> float:
-    """Macro-F1 over all ``n_labels`` classes; a class never seen nor predicted scores 0."""
-    return float(per_class_f1(y_true, y_pred, n_labels).mean())
+    """Macro-F1 over the classes present as truth or prediction (see the module docstring)."""
+    confusion = confusion_counts(y_true, y_pred, n_labels)
+    support, predicted = confusion.sum(axis=1), confusion.sum(axis=0)
+    return float(present_mean(f1_from_counts(np.diag(confusion), support, predicted), support, predicted))
 
 
 def label_indices(values: Sequence[str] | Sequence[int] | np.ndarray, labels: Sequence[str]) -> np.ndarray:

@@ -174,6 +174,7 @@ def validate_step(
         outcome.failures = [*outcome.failures, *unknown]
     entries, quarantined_rows = quarantine_entries(
         frame, outcome, settings.labelled_source.qualified_name, run_id, no_id=db.NO_ID)
+    absent = absent_labels(labels, outcome.clean["label"])
     with db.transaction(settings) as cur:
         if outcome.new_labels:
             db.store_label_set(cur, labels, "new labels allowed by config", run_id)
@@ -189,8 +190,15 @@ def validate_step(
             "data_docs_path": data_docs,
             "snapshot_path": snap.path,
         })
+        if absent:
+            db.record_event(cur, run_id, "validate", "labels_absent",
+                            f"label(s) of the set with no row in the snapshot: {', '.join(map(repr, absent))}; "
+                            "macro-F1 leaves them out; list the real labels as `labels` in textclf.toml to retire them")
     for failure in outcome.failures:
         log.error("validation: %s", failure)
+    if absent:
+        log.warning("label(s) of the set with no row in the snapshot: %s (macro-F1 leaves them out; retire them "
+                    "with labels = [...] in textclf.toml)", ", ".join(map(repr, absent)))
     return {
         "status": outcome.status,
         "reason": "; ".join(outcome.failures) if outcome.failures else None,
@@ -203,7 +211,15 @@ def validate_step(
         "data_docs": data_docs,
         "interval_start": snap.interval_start.isoformat(),
         "interval_end": snap.interval_end.isoformat(),
+        "absent_labels": absent,
     }
+
+
+def absent_labels(labels: Sequence[str], snapshot_labels) -> list[str]:
+    """Labels of the set that no row of the snapshot carries: a class renamed or retired in the
+    source stays in a stored set until someone lists the real labels."""
+    present = set(snapshot_labels)
+    return [label for label in labels if label not in present]
 
 
 def require_validated(validation: dict | None) -> None:

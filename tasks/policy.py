@@ -316,17 +316,29 @@ def decide(
     budget_record = {**asdict(budget), "alpha": policy.alpha, "spent": bool(tested) and not budget.rerun} \
         if budget else None
     qualifying = [c for c, v in zip(challengers, verdicts, strict=True) if v.qualifies]
+    unjudged = untested_classes(challengers)
+    note = (f"; class(es) with no test rows, which this decision cannot judge: {', '.join(map(repr, unjudged))} "
+            "(label more rows of them)" if unjudged else "")
     if not qualifying:
         summary = (
             "no challenger qualified; champion kept"
             if champion_version is not None
             else "no candidate qualified; there is still no champion"
         )
-        return Decision("keep", None, champion_version, verdicts, summary, budget_record)
+        return Decision("keep", None, champion_version, verdicts, summary + note, budget_record)
     best_f1 = max(c.evaluation.macro_f1 for c in qualifying)
     tied = [c for c in qualifying if best_f1 - c.evaluation.macro_f1 <= TIE_TOLERANCE]
     winner = min(tied, key=lambda c: c.evaluation.latency_ms_per_1000)
     summary = f"promote version {winner.version} ({winner.evaluation.kind}, macro-F1 {best_f1:.4f})"
     if len(tied) > 1:
         summary += f"; tie on macro-F1 broken by latency among {[c.version for c in tied]}"
-    return Decision("promote", winner.version, champion_version, verdicts, summary, budget_record)
+    return Decision("promote", winner.version, champion_version, verdicts, summary + note, budget_record)
+
+
+def untested_classes(candidates: Sequence[Candidate]) -> list[str]:
+    """Labels of the set without a single test row: the test macro-F1 and the class rule say
+    nothing about them, so a decision says so."""
+    if not candidates:
+        return []
+    per_class = candidates[0].evaluation.per_class
+    return [label for label, scores in per_class.items() if not scores.get("support")]

@@ -12,6 +12,7 @@ import threading
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -151,6 +152,30 @@ def test_documents_with_uuid_ids_fail_the_first_task_naming_the_column(settings,
         extract_step(own, "uuid-docs", START, END)
     assert str(raised.value).startswith("[documents_source] public.my_docs.id is uuid, but document ids must be "
                                         "integers") and is_final(raised.value)
+
+
+def test_a_renamed_label_is_named_as_absent_and_left_out_of_macro_f1(settings, pg, capsys):
+    """Was: after `negative` became `complaint`, the set kept `negative` with 0 rows and a perfect
+    model scored 0.75 (a binary task was capped at 0.667). Now the night names it, macro-F1
+    leaves it out, and `textclf labels` says how to retire it."""
+    from tasks.cli import main
+    from tasks.evaluate import evaluation_from_probabilities
+
+    insert_labelled(pg, corpus(lambda i: ["positive", "negative", "neutral"][i % 3], 300))
+    night(settings, "before-rename")
+    with pg.cursor() as cur:
+        cur.execute("UPDATE textclf.labelled_texts SET label = 'complaint' WHERE label = 'negative'")
+    renamed = night(replace(settings, allow_new_labels=True), "after-rename")
+    assert renamed["labels"] == ["complaint", "negative", "neutral", "positive"]
+    assert renamed["absent_labels"] == ["negative"]
+    [(message,)] = fetch(pg, "SELECT message FROM textclf.pipeline_events WHERE event = 'labels_absent'")
+    assert "'negative'" in message and "`labels`" in message
+    truth = np.array([0, 2, 3, 0, 2, 3])  # complaint, neutral, positive: a perfect model
+    perfect = evaluation_from_probabilities("v1", "x", renamed["labels"], truth, np.eye(4)[truth])
+    assert perfect.macro_f1 == 1.0 and perfect.macro_f1_labels == ["complaint", "neutral", "positive"]
+    assert main(["labels"]) == 0
+    out = capsys.readouterr().out
+    assert "negative 0" in out and "no row carries 'negative'" in out and "labels = [...]" in out
 
 
 def test_naive_timestamps_are_read_in_source_timezone(settings, pg):

@@ -110,19 +110,19 @@ def cyclic_errors(y_true, correct_share, n_labels):
 
 
 def slow_reference_bootstrap(y_true, pred_a, pred_b, n_labels, n_resamples, seed, confidence=0.95):
+    """scikit-learn's macro-F1 with its default labels (the classes present as truth or
+    prediction: textclf's definition, tasks/metrics.py), resample by resample."""
     rng = np.random.default_rng(seed)
-    every_label = list(range(n_labels))
     diffs = []
     for _ in range(n_resamples):
         rows = bootstrap_indices(rng, len(y_true))
-        f1_a = metrics.f1_score(y_true[rows], pred_a[rows], labels=every_label, average="macro", zero_division=0)
-        f1_b = metrics.f1_score(y_true[rows], pred_b[rows], labels=every_label, average="macro", zero_division=0)
+        f1_a = metrics.f1_score(y_true[rows], pred_a[rows], average="macro", zero_division=0)
+        f1_b = metrics.f1_score(y_true[rows], pred_b[rows], average="macro", zero_division=0)
         diffs.append(f1_a - f1_b)
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(diffs, [tail, 100 - tail])
-    diff = metrics.f1_score(y_true, pred_a, labels=every_label, average="macro", zero_division=0) - metrics.f1_score(
-        y_true, pred_b, labels=every_label, average="macro", zero_division=0
-    )
+    diff = (metrics.f1_score(y_true, pred_a, average="macro", zero_division=0)
+            - metrics.f1_score(y_true, pred_b, average="macro", zero_division=0))
     return diff, low, high
 
 
@@ -182,8 +182,13 @@ def test_per_class_f1_of_every_resample_equals_sklearn():
             expected = metrics.f1_score(y_true[rows], model[rows], labels=range(4), average=None,
                                         zero_division=0)
             np.testing.assert_allclose(f1, expected, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(resamples.macro_f1_diffs,
-                               resamples.class_f1_a.mean(1) - resamples.class_f1_b.mean(1))
+    draw = np.random.default_rng(9)
+    expected_diffs = []
+    for _ in range(40):
+        rows = bootstrap_indices(draw, 150)
+        expected_diffs.append(metrics.f1_score(y_true[rows], pred_a[rows], average="macro", zero_division=0)
+                              - metrics.f1_score(y_true[rows], pred_b[rows], average="macro", zero_division=0))
+    np.testing.assert_allclose(resamples.macro_f1_diffs, expected_diffs, rtol=0, atol=1e-12)
 
 
 def test_fast_bootstrap_equals_reference_across_chunks(monkeypatch):
@@ -225,12 +230,11 @@ def slow_cluster_bootstrap(y_true, pred_a, pred_b, groups, n_labels, n_resamples
     rng = np.random.default_rng(seed)
     keys = sorted(set(groups))
     rows_of = {key: [i for i, g in enumerate(groups) if g == key] for key in keys}
-    every_label, diffs = list(range(n_labels)), []
+    diffs = []
     for _ in range(n_resamples):
         rows = [i for k in bootstrap_indices(rng, len(keys)) for i in rows_of[keys[k]]]
-        diffs.append(metrics.f1_score(y_true[rows], pred_a[rows], labels=every_label, average="macro", zero_division=0)
-                     - metrics.f1_score(y_true[rows], pred_b[rows], labels=every_label, average="macro",
-                                        zero_division=0))
+        diffs.append(metrics.f1_score(y_true[rows], pred_a[rows], average="macro", zero_division=0)
+                     - metrics.f1_score(y_true[rows], pred_b[rows], average="macro", zero_division=0))
     return np.array(diffs)
 
 
@@ -251,7 +255,7 @@ def test_distinct_keys_make_the_cluster_bootstrap_the_row_bootstrap():
     rng = np.random.default_rng(2)
     y_true, pred_a, pred_b = (rng.integers(0, 3, size=120) for _ in range(3))
     rows = paired_bootstrap(y_true, pred_a, pred_b, 3, n_resamples=50, seed=4)
-    keyed = paired_bootstrap(y_true, pred_a, pred_b, 3, n_resamples=50, seed=4, groups=[f"t{i}" for i in range(120)])
+    keyed = paired_bootstrap(y_true, pred_a, pred_b, 3, n_resamples=50, seed=4, groups=[f"t{i:03d}" for i in range(120)])
     np.testing.assert_array_equal(rows.macro_f1_diffs, keyed.macro_f1_diffs)
 
 
@@ -670,3 +674,20 @@ def test_directory_size_counts_every_file(tmp_path):
     (tmp_path / "config.json").write_text("{}")
 
     assert directory_size_bytes(tmp_path) == 1002
+
+
+def test_macro_f1_leaves_out_a_class_nobody_has_or_predicts_as_scikit_learn_does():
+    """A label retired from the source (0 rows) or a rare class with no test rows that nothing
+    predicts no longer caps a perfect model at (k-1)/k; a predicted class with no true rows
+    still counts, with F1 0. Reference: scikit-learn's default labels."""
+    from tasks.metrics import macro_f1_score
+
+    y_true = np.array([0, 0, 1, 1, 0, 1])
+    assert macro_f1_score(y_true, y_true, 3) == 1.0  # class 2: a phantom
+    wrong = np.array([0, 2, 1, 1, 0, 1])  # predicts the phantom once
+    assert macro_f1_score(y_true, wrong, 3) == pytest.approx(metrics.f1_score(y_true, wrong, average="macro"))
+    from tasks.evaluate import evaluation_from_probabilities
+
+    labels = ["negative", "positive", "complaint"]
+    ev = evaluation_from_probabilities("v1 a", "a", labels, y_true, np.eye(3)[y_true])
+    assert ev.macro_f1 == 1.0 and ev.macro_f1_labels == ["negative", "positive"]

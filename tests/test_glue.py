@@ -73,12 +73,14 @@ def decide(cur, **overrides):
 
 
 def test_a_promotion_writes_decision_history_and_event_on_one_cursor_without_committing():
-    cur = fake_cursor(None, None, (41,), None)  # no decision yet, no champion, decision id, nothing closed
+    # no decision yet, no champion, the winner's row (artifact kept), decision id, nothing closed
+    cur = fake_cursor(None, None, (), (41,), None)
     outcome = decide(cur)
     assert outcome["decision"] == "promoted" and outcome["id"] == 41 and outcome["champion_after"] == 7
     sent = statements(cur)
     assert sent[:2] == ["SELECT set_config('lock_timeout', %s, true)",
                         "SELECT 1 FROM textclf.champion_lock WHERE id = 1 FOR UPDATE"]
+    assert "SELECT * FROM textclf.model_versions WHERE version = %s" in sent  # re-checked under the lock
     order = [s.split(" (")[0] for s in sent if s.startswith(("INSERT", "UPDATE"))]
     assert order == ["INSERT INTO textclf.promotion_decisions",
                      "UPDATE textclf.champion_history SET valid_to = clock_timestamp() WHERE valid_to IS NULL RETURNING valid_to",

@@ -532,3 +532,19 @@ def test_rerunning_dates_with_new_challengers_cannot_buy_fresh_alpha():
           f"(former rule: {former.mean():.3f})")
     assert not_above(int(promoted.sum()), n, 0.05)
     assert former.mean() > 2 * 0.05 * 0.9  # what the rule prevents: the bypass was real
+
+
+def test_a_decision_names_the_classes_with_no_test_rows():
+    """Was: 18 spam rows split 15/3/0 and the first champion promoted at the floor with no word
+    that spam was never judged."""
+    labels = ["ham", "spam"]
+    y = np.zeros(40, dtype=int)  # no spam among the test rows
+    ev = evaluation_from_probabilities("v2 tfidf", "tfidf", labels, y, np.eye(2)[y])
+    decision = decide([Candidate(2, ev)], None, None, True, PromotionPolicy())
+    assert decision.action == "promote"
+    assert decision.summary.endswith("class(es) with no test rows, which this decision cannot judge: 'spam' "
+                                     "(label more rows of them)")
+    both = np.arange(40) % 2
+    judged = decide([Candidate(2, evaluation_from_probabilities("v2 tfidf", "tfidf", labels, both,
+                                                                np.eye(2)[both]))], None, None, True, PromotionPolicy())
+    assert "no test rows" not in judged.summary
