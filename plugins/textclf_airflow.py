@@ -203,25 +203,45 @@ def night_deadline_missed(context: dict | None = None, **_: object) -> None:
         channel.notify(context or {})  # the text is final: nothing to render
 
 
-def abandon_in_process_run(dag_id: str, day: str) -> None:
+def _in_process_runs(session, dag_id: str, day: str) -> list:
+    """The runs of ``dag_id`` whose logical date falls on ``day`` (what `airflow dags test` makes)."""
+    from datetime import UTC, datetime, timedelta
+
+    from airflow.models.dagrun import DagRun
+
+    start = datetime.fromisoformat(day).replace(tzinfo=UTC)
+    return list(session.query(DagRun).filter(DagRun.dag_id == dag_id, DagRun.logical_date >= start,
+                                             DagRun.logical_date < start + timedelta(days=1)))
+
+
+def exit_if_unfinished(dag_id: str, day: str) -> None:
+    """Exit 3 when a run of ``day`` was left running or queued (its `airflow dags test` crashed:
+    the database went away, say), 0 when every run of it finished."""
+    import sys
+
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState
+
+    with create_session() as session:
+        unfinished = [r for r in _in_process_runs(session, dag_id, day)
+                      if r.state in (DagRunState.RUNNING, DagRunState.QUEUED)]
+    sys.exit(3 if unfinished else 0)
+
+
+def abandon_in_process_run(dag_id: str, day: str, why: str = "killed") -> None:
     """After `textclf run` was killed and its `airflow dags test` stopped with it: the run of
     ``day`` it left running is marked failed, with its unfinished tasks, and recorded
     (`night_failed`), so nothing waits on a run that nobody runs any more."""
     import logging
     import os
-    from datetime import UTC, datetime, timedelta
 
-    from airflow.models.dagrun import DagRun
     from airflow.utils.session import create_session
     from airflow.utils.state import DagRunState, State, TaskInstanceState
 
     from tasks.db import connection_url_from_env, record_event_at
 
-    start = datetime.fromisoformat(day).replace(tzinfo=UTC)
     with create_session() as session:
-        runs = [run for run in session.query(DagRun).filter(DagRun.dag_id == dag_id,
-                                                             DagRun.logical_date >= start,
-                                                             DagRun.logical_date < start + timedelta(days=1))
+        runs = [run for run in _in_process_runs(session, dag_id, day)
                 if run.state in (DagRunState.RUNNING, DagRunState.QUEUED)]
         for run in runs:
             for ti in run.get_task_instances(session=session):
@@ -231,7 +251,9 @@ def abandon_in_process_run(dag_id: str, day: str) -> None:
         session.commit()
     for run in runs:
         message = (f"{dag_id} run {run.run_id} failed: the `textclf run` that ran it was killed; the night was "
-                   "stopped at once and marked failed (re-run the date)")
+                   "stopped at once and marked failed (re-run the date)" if why == "killed" else
+                   f"{dag_id} run {run.run_id} failed: its `airflow dags test` crashed twice ({why}); the run "
+                   "was marked failed (re-run the date once the cause is fixed)")
         logging.getLogger("textclf").error("%s", message)
         try:
             record_event_at(connection_url_from_env(os.environ["AIRFLOW_CONN_TEXTCLF_DB"]), run.run_id, None,

@@ -233,13 +233,57 @@ def run_dag_for_date(
     command = ["airflow", "dags", "test", DAG_ID, day.isoformat()]
     if conf:
         command += ["--conf", conf]
-    # Killed (even by SIGKILL), this process takes the run down at once; then the run is marked
-    # failed in Airflow and recorded, instead of staying "running" for ever.
-    abandon = [sys.executable, "-c", "import sys, textclf_airflow; textclf_airflow.abandon_in_process_run(*sys.argv[1:])",
-               DAG_ID, day.isoformat()]
     env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT / "plugins"), env.get("PYTHONPATH")]))}
-    if log_path is None:
-        return run_guarded(command, env, on_orphaned=abandon)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "w") as log_file:
-        return run_guarded(command, env, stdout=log_file, on_orphaned=abandon)
+
+    def plugin_call(function: str, *args: str) -> list[str]:
+        return [sys.executable, "-c", f"import sys, textclf_airflow; textclf_airflow.{function}(*sys.argv[1:])",
+                DAG_ID, day.isoformat(), *args]
+
+    def run_once() -> int:
+        # Killed (even by SIGKILL), this process takes the run down at once; then the run is
+        # marked failed in Airflow and recorded, instead of staying "running" for ever.
+        if log_path is None:
+            return run_guarded(command, env, on_orphaned=plugin_call("abandon_in_process_run"))
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "a") as log_file:
+            return run_guarded(command, env, stdout=log_file, on_orphaned=plugin_call("abandon_in_process_run"))
+
+    def left_unfinished() -> bool:
+        """`airflow dags test` crashed (a red night ends its run): asked once the database is back."""
+        wait_for_database(db.database_url(settings), timeout=DATABASE_COMEBACK_SECONDS)
+        return subprocess.run(plugin_call("exit_if_unfinished"), env=env, check=False,
+                              capture_output=True).returncode == 3
+
+    if log_path is not None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_path.write_text("")
+    code = run_once()
+    if 0 < code < 128 and left_unfinished():
+        # The database went away mid-night (a restart, a failover): one more try, from the top;
+        # every task is idempotent, so what the first try wrote converges.
+        print(f"textclf_retrain for {day} was left unfinished (exit {code}): the database is back, trying once more",
+              file=sys.stderr)
+        code = run_once()
+        if 0 < code < 128 and left_unfinished():
+            subprocess.run(plugin_call("abandon_in_process_run", f"exit {code}, twice"), env=env, check=False)
+    return code
+
+
+DATABASE_COMEBACK_SECONDS = 120
+
+
+def wait_for_database(url: str, timeout: float) -> bool:
+    """Until PostgreSQL at ``url`` accepts a connection again (True), or ``timeout`` seconds."""
+    import time
+
+    import psycopg2
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            psycopg2.connect(url, connect_timeout=5).close()
+            return True
+        except psycopg2.OperationalError:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(1)

@@ -819,3 +819,55 @@ def test_kill_9_of_textclf_run_stops_its_night_at_once_and_marks_it_failed(airfl
         cur.execute("SELECT count(*) FROM task_instance WHERE run_id = %s AND state IN ('running', 'queued')",
                     (run_id,))
         assert cur.fetchone() == (0,)
+
+
+@pytest.mark.slow
+def test_postgresql_restarted_mid_night_then_textclf_run_tries_once_more_and_finishes(tmp_path):
+    """The embedded default: Airflow's metadata and the data on one PostgreSQL, restarted while
+    the night trains. Was: `textclf run` died with a 1,305-line traceback and the run stayed
+    "running". Now it waits for the database, runs the date once more, and the night finishes;
+    the run is never left running."""
+    from pgserver._commands import pg_ctl
+
+    from support import seed
+    from tasks.config import load_settings
+
+    server = db.embedded_server(REPO_ROOT / ".textclf", f"restart-pg-{os.getpid()}")
+    try:
+        server.psql("CREATE DATABASE textclf;")
+        url = server.get_uri("textclf")
+        db.upgrade(url)
+        home = tmp_path / "home"
+        seed(load_settings(home=home, database_url=url), days=3, per_day=60, end=manual_run_interval(DAY.date())[1])
+        env = {**os.environ, "TEXTCLF_HOME": str(home), "TEXTCLF_DATABASE_URL": url,
+               "TEXTCLF_AIRFLOW_DATABASE": "airflow_restart"}
+        env.pop("TEXTCLF_IN_PROCESS_RUN", None)
+        textclf = subprocess.Popen([sys.executable, "-m", "tasks.cli", "run", "--date", DAY.date().isoformat(),
+                                    "--quiet", "--conf", '{"candidates": ["tfidf"]}'], cwd=REPO_ROOT, env=env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        conn = psycopg2.connect(url)
+        conn.autocommit = True
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not fetch(conn, "SELECT 1 FROM textclf.validation_runs"):
+            assert textclf.poll() is None, textclf.communicate()
+            time.sleep(0.5)
+        conn.close()
+        pg_ctl(["-w", "-m", "fast", "restart"], pgdata=server.pgdata, user=server.system_user)
+        out, err = textclf.communicate(timeout=600)
+        assert "the database is back, trying once more" in err, err[-3000:]
+        assert textclf.returncode == 0, err[-3000:]
+        conn = psycopg2.connect(url)
+        conn.autocommit = True
+        assert fetch(conn, "SELECT count(*) FROM textclf.champion_history") == [(1,)]
+        assert fetch(conn, "SELECT count(*) > 0 FROM textclf.predictions") == [(True,)]
+        [(verdict,)] = fetch(conn, "SELECT message FROM textclf.pipeline_events WHERE event = 'night_done'")
+        assert verdict.startswith("judged ")
+        conn.close()
+        metadata = psycopg2.connect(server.get_uri("airflow_restart"))
+        with metadata, metadata.cursor() as cur:
+            cur.execute("SELECT state FROM dag_run WHERE dag_id = 'textclf_retrain'")
+            assert {state for (state,) in cur.fetchall()} == {"success"}
+        metadata.close()
+    finally:
+        pg_ctl(["-w", "-m", "immediate", "stop"], pgdata=server.pgdata, user=server.system_user)
+        shutil.rmtree(server.pgdata, ignore_errors=True)

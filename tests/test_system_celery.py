@@ -180,7 +180,7 @@ def test_a_night_on_three_hosts_sharing_only_postgres_and_s3(database_url, tmp_p
 
     # gc on yet another host deletes the never-champion artifact from the store itself.
     operator = load_settings(home=tmp_path / "operator", database_url=clean_db)
-    report = collect_garbage(replace(operator, retention=RetentionPolicy(keep_candidates=0)))
+    report = collect_garbage(replace(operator, retention=RetentionPolicy(keep_candidates=0, grace_hours=0)))
     [(loser,)] = fetch(pg, "SELECT artifact_uri FROM textclf.model_versions WHERE artifact_deleted_at IS NOT NULL")
     assert any(item.where == loser for item in report.freed)
     assert not storage.upath(loser).exists()
