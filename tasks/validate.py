@@ -39,6 +39,7 @@ from great_expectations.data_context.types.base import (
 
 from tasks.config import ValidationThresholds
 from tasks.extract import normalize_text
+from tasks.normalize import blank_pattern
 
 logging.getLogger("great_expectations").setLevel(logging.WARNING)
 
@@ -132,6 +133,7 @@ def validate_snapshot(
         "label_set": list(params.label_set) + new_labels,
         "interval_end": pd.Timestamp(params.interval_end),
         "min_text_length": params.min_text_length,
+        "blank_pattern": blank_pattern(),
         **asdict(params.thresholds),
     }
 
@@ -345,6 +347,9 @@ def _row_detail(expectation: str, value: Any, kwargs: dict[str, Any]) -> str:
     match expectation:
         case "expect_column_values_to_not_be_null":
             return "value is missing"
+        case "expect_column_values_to_not_match_regex" if kwargs.get("regex") == blank_pattern():
+            return (f"{_preview(value)} is blank: empty, or only whitespace and characters that show nothing "
+                    "(tasks.normalize.is_blank)")
         case "expect_column_values_to_not_match_regex":
             return f"{_preview(value)} matches the forbidden pattern {kwargs['regex']!r}"
         case "expect_column_value_lengths_to_be_between":

@@ -107,6 +107,7 @@ def test_suites_are_static_json_with_runtime_parameters():
         "interval_end",
         "min_text_length",
         "max_text_length",
+        "blank_pattern",  # tasks.normalize's one definition of blank, as a regular expression
     }
     assert set(batch.suite_parameter_options) == {
         "min_new_rows",
