@@ -759,6 +759,16 @@ def mark_artifact_deleted(cur, version: int, grace_hours: float = 0.0) -> bool:
     return cur.rowcount == 1
 
 
+def validated_run_ids(cur) -> set[str]:
+    cur.execute("SELECT run_id FROM textclf.validation_runs")
+    return {row[0] for row in cur.fetchall()}
+
+
+def version_numbers(cur) -> set[int]:
+    cur.execute("SELECT version FROM textclf.model_versions")
+    return {row[0] for row in cur.fetchall()}
+
+
 def runs_validated_before(cur, cutoff: datetime) -> list[str]:
     cur.execute("SELECT run_id FROM textclf.validation_runs WHERE validated_at < %s ORDER BY run_id",
                 (cutoff,))

@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from tasks import db, storage
-from tasks.config import Settings
+from tasks.config import Settings, safe_name
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,36 @@ def _old_local_dirs(parent: Path, cutoff: float) -> list[Path]:
     return old
 
 
+def registry_root(settings: Settings) -> storage.UPath:
+    """Where model artifacts live (as tasks.registry.artifact_root: retention sits below it)."""
+    return storage.upath(settings.artifact_root or settings.models_dir)
+
+
+def _newest_change(directory: storage.UPath) -> float | None:
+    """The latest modification time in ``directory`` (epoch seconds); None when the store does
+    not say (then the folder is kept)."""
+    try:
+        times = [p.stat().st_mtime for p in directory.rglob("*") if p.is_file()]
+        return max(times) if times else float(directory.stat().st_mtime)
+    except (OSError, AttributeError, TypeError, ValueError):
+        return None
+
+
+def _unknown_old_dirs(parent: storage.UPath, known: set[str], cutoff: float) -> list[storage.UPath]:
+    """Subfolders of ``parent`` whose name is not in ``known`` and in which nothing changed since
+    ``cutoff``."""
+    try:
+        children = sorted(c for c in parent.iterdir() if c.is_dir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    old = []
+    for child in children:
+        newest = _newest_change(child) if child.name not in known else None
+        if newest is not None and newest < cutoff:
+            old.append(child)
+    return old
+
+
 def collect_garbage(settings: Settings, *, dry_run: bool = False, now: datetime | None = None) -> RetentionReport:
     policy = settings.retention
     now = now or datetime.now(UTC)
@@ -83,6 +113,8 @@ def collect_garbage(settings: Settings, *, dry_run: bool = False, now: datetime 
     with db.connect(settings) as conn, conn.cursor() as cur:
         candidates = db.retention_candidates(cur, policy.keep_candidates, policy.grace_hours)
         old_runs = db.runs_validated_before(cur, cutoff)
+        validated = {safe_name(run_id) for run_id in db.validated_run_ids(cur)}
+        versions = {str(version) for version in db.version_numbers(cur)}
     for row in candidates:
         uri = storage.upath(row["artifact_uri"])
         size = row["size_bytes"] or _tree_bytes(uri)
@@ -100,6 +132,18 @@ def collect_garbage(settings: Settings, *, dry_run: bool = False, now: datetime 
             if not dry_run:
                 storage.remove_tree(run_dir)
             report.freed.append(Freed("run folder", str(run_dir), size))
+    # Folders nothing in the database points at: a run that failed before validation recorded
+    # it, an artifact whose registration never committed (a crash between upload and commit).
+    orphans = (("run folder (never validated)", storage.upath(settings.run_root or settings.home / "runs"),
+                validated, cutoff),
+               ("artifact folder (no version row)", registry_root(settings), versions,
+                now - timedelta(hours=policy.grace_hours)))
+    for label, root, known, older_than in orphans:
+        for orphan in _unknown_old_dirs(root, known, older_than.timestamp()):
+            size = _tree_bytes(orphan)
+            if not dry_run:
+                storage.remove_tree(orphan)
+            report.freed.append(Freed(label, str(orphan), size))
     for what, parent in (("checkpoints", settings.home / "checkpoints"), ("scratch", settings.home / "scratch"),
                          ("model cache", settings.home / "cache" / "models")):
         for directory in _old_local_dirs(parent, cutoff.timestamp()):

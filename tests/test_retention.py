@@ -161,3 +161,28 @@ def test_a_winner_deleted_while_it_was_judged_is_not_promoted(settings, pg):
         promote_step(settings, "r", validation, evaluation)
     assert is_final(raised.value) and "grace_hours" in str(raised.value)
     assert fetch(pg, "SELECT count(*) FROM textclf.champion_history") == [(0,)]
+
+
+def test_folders_nothing_points_at_are_swept_once_old(cluttered):
+    """Was: a run that failed before validation recorded it, and an artifact whose registration
+    never committed, kept their folders for ever. A dry run lists them first."""
+    settings, versions = cluttered
+    failed_run = settings.run_dir("failed-in-validate")
+    (failed_run / "snapshot.parquet").parent.mkdir(parents=True)
+    (failed_run / "snapshot.parquet").write_bytes(b"z" * 30_000)
+    age(failed_run, 40)
+    running_now = settings.run_dir("extracting-now")  # a night in flight, not validated yet
+    running_now.mkdir(parents=True)
+    (running_now / "snapshot.parquet").write_bytes(b"z")
+    stray = settings.models_dir / "999"  # uploaded, then the registration rolled back
+    stray.mkdir(parents=True)
+    (stray / "model.safetensors").write_bytes(b"w" * 20_000)
+    age(stray, 2)
+    listed = {(f.what, f.where) for f in collect_garbage(settings, dry_run=True).freed}
+    assert ("run folder (never validated)", str(failed_run)) in listed
+    assert ("artifact folder (no version row)", str(stray)) in listed
+    assert failed_run.exists() and stray.exists()  # a dry run deletes nothing
+    collect_garbage(settings)
+    assert not failed_run.exists() and not stray.exists()
+    assert running_now.exists() and settings.run_dir("new-run").exists()
+    assert all((settings.models_dir / str(v)).exists() for v in versions[:2])  # champions keep theirs
