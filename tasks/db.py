@@ -806,20 +806,43 @@ def champion_at(cur, at: datetime | None = None) -> int | None:
     return row[0] if row else None
 
 
+# A reign that a rollback ended was revoked: the operator said that champion should not have
+# been. (The row right after it in time came from a rollback decision.)
+_REVOKED = """EXISTS (SELECT 1 FROM textclf.champion_history n
+                      JOIN textclf.promotion_decisions d ON d.id = n.decision_id
+                      WHERE n.valid_from = h.valid_to AND d.decision = 'rollback')"""
+
+
 def champion_of(cur, data_time: datetime) -> int | None:
     """The champion for data up to ``data_time``: the decision that took effect last at or
-    before it (``effective_from``), whatever happened later."""
+    before it (``effective_from``), skipping reigns a rollback revoked, so re-runs of those dates
+    follow the rollback."""
     cur.execute(
-        """
-        SELECT model_version FROM textclf.champion_history
-        WHERE effective_from <= %s
-        ORDER BY effective_from DESC, valid_from DESC
+        f"""
+        SELECT h.model_version FROM textclf.champion_history h
+        WHERE h.effective_from <= %s AND NOT {_REVOKED}
+        ORDER BY h.effective_from DESC, h.valid_from DESC
         LIMIT 1
         """,
         (data_time,),
     )
     row = cur.fetchone()
     return row[0] if row else None
+
+
+def reign_revoked(cur, version: int, data_time: datetime) -> bool:
+    """Whether ``version``'s reign that decided ``data_time`` was ended by a rollback."""
+    cur.execute(
+        f"""
+        SELECT {_REVOKED} FROM textclf.champion_history h
+        WHERE h.model_version = %s AND h.effective_from <= %s
+        ORDER BY h.effective_from DESC, h.valid_from DESC
+        LIMIT 1
+        """,
+        (version, data_time),
+    )
+    row = cur.fetchone()
+    return bool(row and row[0])
 
 
 def current_champion_row(cur) -> dict[str, Any] | None:

@@ -77,7 +77,7 @@ def night_record(settings: Settings, run_id: str, validation: Mapping[str, Any])
         judged = [f"v{e['model_version']} {e['kind']}" + (" (champion)" if e["role"] == "champion" else "")
                   for e in db.evaluations_for_run(cur, run_id)]
         decision = registry.run_decision(cur, run_id)
-        champion = decision["champion_after"] if decision else registry.champion_of(cur, end)
+        champion = registry.run_champion(cur, run_id, end)
         with db.reading_source(settings.documents_source, "documents_source"):
             due, missing = db.documents_unaccounted(cur, settings.documents_source, start, end, champion)
     return NightRecord(judged=sorted(judged), decision=decision["reasons"].get("summary") if decision else None,

@@ -744,7 +744,7 @@ def plan_predictions_step(
     end = datetime.fromisoformat(validation["interval_end"])
     with db.transaction(settings) as cur:
         decision = registry.run_decision(cur, run_id)
-        champion = decision["champion_after"] if decision else registry.champion_of(cur, end)
+        champion = registry.run_champion(cur, run_id, end)
         if champion is None:
             raise Skip(f"there was no champion for data up to {end:%Y-%m-%d %H:%M %Z}, so nothing can be scored")
         kind = registry.model_kind(cur, champion)

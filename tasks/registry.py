@@ -295,6 +295,16 @@ def champion_of(cur, data_time: datetime) -> int | None:
     return db.champion_of(cur, data_time)
 
 
+def run_champion(cur, run_id: str, data_time: datetime) -> int | None:
+    """The champion a run's predictions come from: its own decision's, unless a rollback has
+    revoked that reign since (then, as for a run without a decision, the champion of its date)."""
+    decision = db.run_decision(cur, run_id)
+    chosen = decision["champion_after"] if decision else None
+    if chosen is None or db.reign_revoked(cur, chosen, data_time):
+        return db.champion_of(cur, data_time)
+    return chosen
+
+
 def run_decision(cur, run_id: str) -> dict[str, Any] | None:
     return db.run_decision(cur, run_id)
 

@@ -177,3 +177,23 @@ def test_each_date_judged_against_a_champion_spends_its_nights_budget_once(setti
                            expected_champion=v1, winner=None, summary="kept", reasons={},
                            actor="test", judged_nights=[])
     assert stale is None and decisions(pg, "b4") == []
+
+
+def test_after_a_rollback_reruns_of_the_revoked_reign_follow_it(settings, pg):
+    """Was: v2 rolled back (a bad model, or its artifact gone), re-runs of the dates it decided
+    still picked v2. Now the champion of those dates, and of their re-runs, is the rolled-back-to
+    one; the history still shows v2's reign for the audit."""
+    days = [DAY + timedelta(days=d) for d in range(2)]
+    seed(settings, days=4, per_day=60, end=manual_run_interval(days[-1].date())[1])
+    v1 = run_date(settings, days[0], "r1")["promotion"]["champion"]
+    second = run_date(settings, days[1], "r2", min_delta=-1)["promotion"]
+    v2 = second["champion"]
+    assert second["promoted"] and v2 != v1
+    end2 = manual_run_interval(days[1].date())[1]
+    assert in_transaction(settings, registry.champion_of, end2) == v2
+    in_transaction(settings, registry.rollback, settings, actor="ops", reason="v2 misbehaves")
+    assert in_transaction(settings, registry.champion_of, end2) == v1
+    assert in_transaction(settings, registry.run_champion, "r2", end2) == v1
+    rerun = run_date(settings, days[1], "r2")  # the same run id: its decision replays...
+    assert rerun["promotion"]["replayed"] and rerun["prediction"]["model_version"] == v1  # ...v1 scores
+    assert [h["model_version"] for h in in_transaction(settings, registry.champion_history)] == [v1, v2, v1]
