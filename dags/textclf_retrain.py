@@ -391,7 +391,8 @@ def textclf_retrain():
                                      "rows_written": result["rows_written"]})
         return result
 
-    @task(trigger_rule=TriggerRule.ALL_DONE, retries=0, execution_timeout=SHORT_TASK,
+    # A red verdict fails on its first try (AirflowFailException); retries are for a lost connection.
+    @task(trigger_rule=TriggerRule.ALL_DONE, execution_timeout=SHORT_TASK, retry_delay=timedelta(seconds=30),
           doc_md="The night's verdict: green when it judged its candidates and every document of "
           "its interval has a prediction (or there was no new data, and it says so); otherwise "
           "red, on this first try, with the reason in one line (textclf.pipeline_events).")

@@ -171,8 +171,9 @@ def night_failed(context) -> None:
     dag_id = getattr(dag, "dag_id", None) or "textclf_retrain"
     run_id = context.get("run_id") or getattr(context.get("dag_run"), "run_id", None)
     reason = str(context.get("reason") or "failed")
+    started = getattr(context.get("dag_run"), "start_date", None)  # a cleared run keeps its id
     try:
-        events = run_events_at(textclf_database_url(), run_id)
+        events = run_events_at(textclf_database_url(), run_id, since=started)
     except Exception as exc:  # noqa: BLE001 - the alert goes out without the record
         events = None
         logging.getLogger("textclf").error("could not read the night's events for %s: %s", run_id, exc)
@@ -204,19 +205,22 @@ def night_deadline_missed(context: dict | None = None, **_: object) -> None:
 
 
 def _in_process_runs(session, dag_id: str, day: str) -> list:
-    """The runs of ``dag_id`` whose logical date falls on ``day`` (what `airflow dags test` makes)."""
-    from datetime import UTC, datetime, timedelta
+    """The runs `airflow dags test DAG DAY` makes: logical date exactly midnight of ``day``,
+    triggered by a test (never the scheduler's 02:00 night of the same day)."""
+    from datetime import UTC, datetime
 
     from airflow.models.dagrun import DagRun
+    from airflow.utils.types import DagRunTriggeredByType
 
     start = datetime.fromisoformat(day).replace(tzinfo=UTC)
-    return list(session.query(DagRun).filter(DagRun.dag_id == dag_id, DagRun.logical_date >= start,
-                                             DagRun.logical_date < start + timedelta(days=1)))
+    return list(session.query(DagRun).filter(DagRun.dag_id == dag_id, DagRun.logical_date == start,
+                                             DagRun.triggered_by == DagRunTriggeredByType.TEST))
 
 
 def exit_if_unfinished(dag_id: str, day: str) -> None:
     """Exit 3 when a run of ``day`` was left running or queued (its `airflow dags test` crashed:
-    the database went away, say), 0 when every run of it finished."""
+    the database went away, say), 0 when every run of it finished (any other status: could not
+    tell, counted as unfinished)."""
     import sys
 
     from airflow.utils.session import create_session
@@ -238,9 +242,13 @@ def abandon_in_process_run(dag_id: str, day: str, why: str = "killed") -> None:
     from airflow.utils.session import create_session
     from airflow.utils.state import DagRunState, State, TaskInstanceState
 
-    from tasks.db import connection_url_from_env, record_event_at
+    from tasks.db import connection_url_from_env, record_event_at, run_date_lock
 
-    with create_session() as session:
+    url = connection_url_from_env(os.environ["AIRFLOW_CONN_TEXTCLF_DB"])
+    with run_date_lock(url, day) as mine, create_session() as session:
+        if not mine:  # a new `textclf run` of the date already took over: its run is not ours
+            logging.getLogger("textclf").warning("a new textclf run of %s is under way: nothing abandoned", day)
+            return
         runs = [run for run in _in_process_runs(session, dag_id, day)
                 if run.state in (DagRunState.RUNNING, DagRunState.QUEUED)]
         for run in runs:
@@ -256,8 +264,7 @@ def abandon_in_process_run(dag_id: str, day: str, why: str = "killed") -> None:
                    "was marked failed (re-run the date once the cause is fixed)")
         logging.getLogger("textclf").error("%s", message)
         try:
-            record_event_at(connection_url_from_env(os.environ["AIRFLOW_CONN_TEXTCLF_DB"]), run.run_id, None,
-                            "night_failed", message)
+            record_event_at(url, run.run_id, None, "night_failed", message)
         except Exception as exc:  # noqa: BLE001 - the run is marked failed all the same
             logging.getLogger("textclf").error("could not record it in textclf.pipeline_events: %s", exc)
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from tasks import db
 from tasks.config import REPO_ROOT, Settings
-from tasks.errors import ConfigError, InputError
+from tasks.errors import ConfigError, InputError, RunInProgress
 from tasks.process_guard import run_guarded
 
 AIRFLOW_DATABASE = "textclf_airflow"
@@ -239,33 +239,53 @@ def run_dag_for_date(
         return [sys.executable, "-c", f"import sys, textclf_airflow; textclf_airflow.{function}(*sys.argv[1:])",
                 DAG_ID, day.isoformat(), *args]
 
-    def run_once() -> int:
-        # Killed (even by SIGKILL), this process takes the run down at once; then the run is
-        # marked failed in Airflow and recorded, instead of staying "running" for ever.
-        if log_path is None:
-            return run_guarded(command, env, on_orphaned=plugin_call("abandon_in_process_run"))
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "a") as log_file:
-            return run_guarded(command, env, stdout=log_file, on_orphaned=plugin_call("abandon_in_process_run"))
+    stopped: list[int] = []  # we were asked to stop (Ctrl-C, SIGTERM): never try again then
+    url = db.database_url(settings)
 
-    def left_unfinished() -> bool:
-        """`airflow dags test` crashed (a red night ends its run): asked once the database is back."""
-        wait_for_database(db.database_url(settings), timeout=DATABASE_COMEBACK_SECONDS)
+    def run_once() -> int:
+        # One `textclf run` of a date at a time, taken again for each try (a restart of the
+        # database drops the session that held it). Killed (even by SIGKILL), this process takes
+        # the run down at once; then the run is marked failed in Airflow and recorded.
+        with db.run_date_lock(url, day.isoformat()) as mine:
+            if not mine:
+                raise RunInProgress(f"textclf run for {day} is already in progress (another `textclf run` of that "
+                                    "date holds its lock); wait for it to end, or stop it")
+            if log_path is None:
+                return run_guarded(command, env, on_orphaned=plugin_call("abandon_in_process_run"), stopped=stopped)
+            with open(log_path, "a") as log_file:
+                return run_guarded(command, env, stdout=log_file, on_orphaned=plugin_call("abandon_in_process_run"),
+                                   stopped=stopped)
+
+    def left_unfinished() -> bool | None:
+        """Whether `airflow dags test` crashed and left its run unfinished (a red night ends its
+        run); asked once the database is back; None when it did not come back."""
+        if not wait_for_database(url, timeout=DATABASE_COMEBACK_SECONDS):
+            return None
         return subprocess.run(plugin_call("exit_if_unfinished"), env=env, check=False,
-                              capture_output=True).returncode == 3
+                              capture_output=True).returncode != 0
 
     if log_path is not None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log_path.write_text("")
     code = run_once()
-    if 0 < code < 128 and left_unfinished():
-        # The database went away mid-night (a restart, a failover): one more try, from the top;
-        # every task is idempotent, so what the first try wrote converges.
+    for attempt in (1, 2):
+        if code == 0 or stopped:
+            break
+        unfinished = left_unfinished()
+        if unfinished is None:
+            print(f"textclf_retrain for {day} stopped (exit {code}) and the database did not come back within "
+                  f"{DATABASE_COMEBACK_SECONDS} s: its run may still show as running; re-run the date", file=sys.stderr)
+            break
+        if not unfinished:
+            break  # a red night: it said why
+        if attempt == 2:
+            subprocess.run(plugin_call("abandon_in_process_run", f"exit {code}, twice"), env=env, check=False)
+            break
+        # The database went away mid-night (a restart, a failover), or the system killed the
+        # runner: one more try from the top; every task is idempotent, so the night converges.
         print(f"textclf_retrain for {day} was left unfinished (exit {code}): the database is back, trying once more",
               file=sys.stderr)
         code = run_once()
-        if 0 < code < 128 and left_unfinished():
-            subprocess.run(plugin_call("abandon_in_process_run", f"exit {code}, twice"), env=env, check=False)
     return code
 
 

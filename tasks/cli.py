@@ -95,17 +95,17 @@ def cmd_demo_data(args) -> int:
 def cmd_run(args) -> int:
     from tasks import db
     from tasks.airflow_env import check_interval, manual_run_interval, run_dag_for_date
+    from tasks.errors import RunInProgress
 
     settings = _settings(args)
     check_interval(*manual_run_interval(args.date))  # before Airflow starts, in one line
     db.upgrade(db.database_url(settings))  # like `textclf airflow`: this command sets things up
     log_path = settings.home / "logs" / f"run-{args.date}.log" if args.quiet else None
-    with db.run_date_lock(db.database_url(settings), args.date.isoformat()) as mine:
-        if not mine:
-            print(f"textclf run for {args.date} is already in progress (another `textclf run` of that date "
-                  "holds its lock); wait for it to end, or stop it", file=sys.stderr)
-            return 1
+    try:
         code = run_dag_for_date(settings, args.date, conf=args.conf, log_path=log_path)
+    except RunInProgress as exc:
+        print(exc, file=sys.stderr)
+        return 1
     if code != 0:
         print(f"textclf_retrain for {args.date} failed (exit {code})"
               + (f"; log: {log_path}" if log_path else ""), file=sys.stderr)

@@ -493,11 +493,13 @@ def check_document_id_column(cur, source: SourceTable, setting: str) -> str:
     """The documents' id column holds integers: textclf.predictions keys rows by a bigint
     document id. Anything else (uuid, text) is a configuration error naming the column, raised at
     the night's first task instead of at every night's predict."""
-    column_type = _column_type(cur, source, source.id_column)
-    if column_type not in INTEGER_TYPES:
+    column_type = _column_type(cur, source, source.id_column, base=True)
+    # numeric with no fraction (or unconstrained, as many views cast) holds whole numbers too.
+    if not (column_type in INTEGER_TYPES or re.fullmatch(r"numeric(\(\d+,0\))?", column_type)):
         raise ConfigError(
             f"[{setting}] {source.qualified_name}.{source.id_column} is {column_type}, but document ids "
-            "must be integers (smallint, integer, bigint): textclf.predictions.document_id is a bigint. "
+            "must be whole numbers (smallint, integer, bigint, numeric without a fraction): "
+            "textclf.predictions.document_id is a bigint. "
             "Point id_column at an integer key, or at a view that numbers the documents")
     return column_type
 
@@ -509,14 +511,16 @@ def label_counts(cur, source: SourceTable) -> list[tuple[Any, int]]:
     return cur.fetchall()
 
 
-def _column_type(cur, source: SourceTable, column: str) -> str:
+def _column_type(cur, source: SourceTable, column: str, base: bool = False) -> str:
+    """The column's type as PostgreSQL names it; ``base``: a domain's underlying type."""
     cur.execute(
         """
-        SELECT format_type(a.atttypid, a.atttypmod)
-        FROM pg_attribute a
+        SELECT CASE WHEN %s AND t.typbasetype <> 0 THEN format_type(t.typbasetype, t.typtypmod)
+                    ELSE format_type(a.atttypid, a.atttypmod) END
+        FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
         WHERE a.attrelid = to_regclass(%s) AND a.attname = %s AND NOT a.attisdropped
         """,
-        (f'"{source.schema}"."{source.table}"', column),
+        (base, f'"{source.schema}"."{source.table}"', column),
     )
     row = cur.fetchone()
     if row is None:
@@ -712,11 +716,17 @@ def set_model_artifact(cur, version: int, uri: str, sha256: str, size_bytes: int
     cur.execute(
         """
         UPDATE textclf.model_versions
-        SET artifact_uri = %s, artifact_sha256 = %s, size_bytes = %s, artifact_deleted_at = NULL
+        SET artifact_uri = %s, artifact_sha256 = %s, size_bytes = %s, artifact_deleted_at = NULL,
+            last_used_at = now()
         WHERE version = %s
         """,
         (uri, sha256, size_bytes, version),
     )
+
+
+def mark_used(cur, version: int) -> None:
+    """A night picked ``version`` (reused it): retention's grace starts again."""
+    cur.execute("UPDATE textclf.model_versions SET last_used_at = now() WHERE version = %s", (version,))
 
 
 def retention_candidates(cur, keep_candidates: int, grace_hours: float = 0.0) -> list[dict[str, Any]]:
@@ -730,7 +740,7 @@ def retention_candidates(cur, keep_candidates: int, grace_hours: float = 0.0) ->
         WHERE artifact_deleted_at IS NULL AND artifact_uri <> ''
           AND NOT EXISTS (SELECT 1 FROM textclf.champion_history h WHERE h.model_version = mv.version)
           AND version NOT IN (SELECT version FROM textclf.model_versions ORDER BY version DESC LIMIT %s)
-          AND created_at < now() - make_interval(secs => %s)
+          AND coalesce(last_used_at, created_at) < now() - make_interval(secs => %s)
           -- judged by a run that has not decided yet (an old version reused by a re-run tonight)
           AND NOT EXISTS (SELECT 1 FROM textclf.evaluations e
                           WHERE e.model_version = mv.version
@@ -751,7 +761,7 @@ def mark_artifact_deleted(cur, version: int, grace_hours: float = 0.0) -> bool:
         """
         UPDATE textclf.model_versions mv SET artifact_deleted_at = now()
         WHERE version = %s AND artifact_deleted_at IS NULL
-          AND created_at < now() - make_interval(secs => %s)
+          AND coalesce(last_used_at, created_at) < now() - make_interval(secs => %s)
           AND NOT EXISTS (SELECT 1 FROM textclf.champion_history h WHERE h.model_version = mv.version)
         """,
         (version, grace_hours * 3600),
@@ -1040,12 +1050,13 @@ def record_event_at(url: str, run_id: str | None, task_id: str | None, event: st
         record_event(cur, run_id, task_id, event, message)
 
 
-def run_events_at(url: str, run_id: str | None) -> list[dict[str, Any]]:
-    """The run's pipeline events, oldest first (what the night's one alert summarises)."""
+def run_events_at(url: str, run_id: str | None, since: datetime | None = None) -> list[dict[str, Any]]:
+    """The run's pipeline events since ``since`` (this attempt of a cleared run), oldest first:
+    what the night's one alert summarises."""
     with closing(psycopg2.connect(url, application_name="textclf", connect_timeout=10)) as conn, conn, \
             conn.cursor() as cur:
         cur.execute("SELECT task_id, event, message FROM textclf.pipeline_events WHERE run_id = %s "
-                    "ORDER BY id", (run_id,))
+                    "AND (%s::timestamptz IS NULL OR created_at >= %s) ORDER BY id", (run_id, since, since))
         return all_dicts(cur)
 
 
@@ -1059,7 +1070,7 @@ def documents_unaccounted(cur, source: SourceTable, start: datetime, end: dateti
             """
             SELECT count(*), count(*) FILTER (WHERE NOT EXISTS (
                        SELECT 1 FROM textclf.predictions p
-                       WHERE p.document_id::text = d.{id}::text AND p.model_version = %(version)s)
+                       WHERE p.document_id = d.{id} AND p.model_version = %(version)s)
                    AND NOT EXISTS (
                        SELECT 1 FROM textclf.quarantine q
                        WHERE q.stage = 'prediction' AND q.source = %(source)s

@@ -41,6 +41,10 @@ class SchemaNotCurrent(FinalError, RuntimeError):
     """The database schema is not the one this code needs; migrations are an explicit step."""
 
 
+class RunInProgress(FinalError):
+    """Another `textclf run` of the same date holds its lock."""
+
+
 class ChampionLocked(RuntimeError):
     """Another champion change holds the lock for longer than the wait allows (transient)."""
 
@@ -54,15 +58,17 @@ class Skip(Exception):  # noqa: N818 - it is an outcome, not an error
 
 
 NO_SPACE_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
-# A read-only file system or a permission refused: the same write fails the same way on a retry.
-NOT_WRITABLE_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM}
+# A read-only file system: the same write fails the same way on a retry. (A refused permission
+# is not listed: s3fs reports expired credentials as PermissionError, which a retry can fix; local
+# roots are checked for it up front, tasks.topology.check_writable_roots.)
+NOT_WRITABLE_ERRNOS = {errno.EROFS}
 # PostgreSQL errors about the statement or the data, not the connection (psycopg2 class names).
 _FINAL_DATABASE_ERRORS = {"DataError", "ProgrammingError"}
 
 
 def is_final(exc: BaseException) -> bool:
-    """Whether retrying cannot help: a FinalError, a full disk or quota, a read-only file system
-    or a refused permission, or a database error
+    """Whether retrying cannot help: a FinalError, a full disk or quota, a read-only file system,
+    or a database error
     about the statement or the data (a missing column, a value of the wrong type)."""
     if isinstance(exc, FinalError):
         return True

@@ -91,8 +91,10 @@ def failure_alert(dag_id: str, run_id: str | None, reason: str,
     unread = events is None
     events = events or []
     verdicts = [e["message"] for e in events if e["event"] == "night_red"]
+    # finish's own failure is the verdict when it recorded one; else (an error before it could)
+    # it is the news.
     failures = [f"{e['task_id']}: {e['message']}" for e in events
-                if e["event"] == "task_failed" and e["task_id"] != "finish"]
+                if e["event"] == "task_failed" and (e["task_id"] != "finish" or not verdicts)]
     why = verdicts[-1] if verdicts else (
         "did not finish within the night's timeout (dagrun_timeout); unfinished tasks were stopped"
         if "timed_out" in reason else reason)

@@ -19,10 +19,15 @@ _DROP_INVISIBLE = {ord(c): None for c in INVISIBLE}
 # fillers, the halfwidth filler and the braille blank.
 BLANK_CATEGORIES = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp", "Mn"})
 BLANK_FILLERS = "\u115f\u1160\u3164\uffa0\u2800"
+# Format characters that do show: the prepended concatenation marks (Arabic number signs, the
+# Syriac abbreviation mark, Kaithi and other number signs).
+VISIBLE_FORMAT = frozenset("\u0600\u0601\u0602\u0603\u0604\u0605\u06dd\u070f\u0890\u0891\u08e2"
+                           "\U000110bd\U000110cd")
 
 
 def _blank_character(c: str) -> bool:
-    return c.isspace() or c in BLANK_FILLERS or unicodedata.category(c) in BLANK_CATEGORIES
+    return c.isspace() or c in BLANK_FILLERS or (unicodedata.category(c) in BLANK_CATEGORIES
+                                                 and c not in VISIBLE_FORMAT)
 
 
 def is_blank(text: object) -> bool:

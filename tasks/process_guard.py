@@ -42,12 +42,15 @@ def run_guarded(
     grace_seconds: float = 20.0,
     on_start=None,
     on_orphaned: Sequence[str] | None = None,
+    stopped: list[int] | None = None,
 ) -> int:
     """Run ``command`` under a guardian; returns its exit status (128 + signal when stopped).
 
     ``on_start(process)`` is called once the guardian runs (e.g. to wait for a port); it runs
     in this process while the signals above are handled. ``on_orphaned``: a command the guardian
     runs (same environment, 60 s at most) after it stopped the tree because this process died.
+    ``stopped`` receives the signal when this process was asked to stop, so a caller can tell
+    that from the command's own death.
     """
     guardian_env = dict(env if env is not None else os.environ)
     if on_orphaned:
@@ -63,6 +66,8 @@ def run_guarded(
 
     def forward(signum, frame):
         stop_requested.append(signum)
+        if stopped is not None:
+            stopped.append(signum)
         try:
             guardian.send_signal(signal.SIGTERM)
         except ProcessLookupError:
@@ -165,7 +170,10 @@ def _guard(parent_pid: int, grace_seconds: float, command: list[str]) -> int:
             subprocess.run(on_orphaned, timeout=60, check=False, stdin=subprocess.DEVNULL)
         except (OSError, subprocess.SubprocessError) as exc:
             print(f"process_guard: {' '.join(on_orphaned)} failed: {exc}", file=sys.stderr)
-    return child.returncode if not stopping and child.returncode is not None else 128 + stopping[0]
+    if stopping or child.returncode is None:
+        return 128 + (stopping[0] if stopping else signal.SIGTERM)
+    # Killed by a signal (the OOM killer's SIGKILL): 128 + signal, as a shell reports it.
+    return 128 - child.returncode if child.returncode < 0 else child.returncode
 
 
 def main(argv: list[str]) -> int:

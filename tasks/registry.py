@@ -189,6 +189,7 @@ def find_trained(cur, settings: Settings, key: str) -> int | None:
         return None
     # A ChecksumMismatch propagates: an artifact that changed after registration is an incident
     # to look into, not a reason to train quietly over it.
+    db.mark_used(cur, row["version"])  # tonight's night may promote it: retention's grace restarts
     return row["version"]
 
 

@@ -13,6 +13,7 @@ run folders (snapshots, clean rows, reports, data docs) of runs validated more t
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -89,16 +90,31 @@ def _newest_change(directory: storage.UPath) -> float | None:
         return None
 
 
-def _unknown_old_dirs(parent: storage.UPath, known: set[str], cutoff: float) -> list[storage.UPath]:
-    """Subfolders of ``parent`` whose name is not in ``known`` and in which nothing changed since
-    ``cutoff``."""
+# What the folders under each root are named (registry: the version; runs: safe_name(run_id),
+# never all digits): a folder of another shape is not ours to sweep.
+ARTIFACT_FOLDER = re.compile(r"^\d+$")
+RUN_FOLDER = re.compile(r"^(?!\d+$)[A-Za-z0-9][A-Za-z0-9._-]*$")
+ORPHAN_MIN_AGE = timedelta(hours=1)  # an upload whose version row is not committed yet is young
+
+
+def _overlap(a: storage.UPath, b: storage.UPath) -> str | None:
+    """The roots when one is the other or lies inside it (then a sweep of one would see the other's folders)."""
+    first, second = str(a).rstrip("/") + "/", str(b).rstrip("/") + "/"
+    return f"{a}, {b}" if first.startswith(second) or second.startswith(first) else None
+
+
+def _unknown_old_dirs(parent: storage.UPath, known: set[str], cutoff: float, pattern: re.Pattern[str]
+                      ) -> list[storage.UPath]:
+    """Subfolders of ``parent`` named like ``pattern`` but not in ``known``, in which nothing
+    changed since ``cutoff``."""
     try:
         children = sorted(c for c in parent.iterdir() if c.is_dir())
     except (FileNotFoundError, NotADirectoryError):
         return []
     old = []
     for child in children:
-        newest = _newest_change(child) if child.name not in known else None
+        ours = pattern.match(child.name) and child.name not in known
+        newest = _newest_change(child) if ours else None
         if newest is not None and newest < cutoff:
             old.append(child)
     return old
@@ -134,12 +150,16 @@ def collect_garbage(settings: Settings, *, dry_run: bool = False, now: datetime 
             report.freed.append(Freed("run folder", str(run_dir), size))
     # Folders nothing in the database points at: a run that failed before validation recorded
     # it, an artifact whose registration never committed (a crash between upload and commit).
-    orphans = (("run folder (never validated)", storage.upath(settings.run_root or settings.home / "runs"),
-                validated, cutoff),
-               ("artifact folder (no version row)", registry_root(settings), versions,
-                now - timedelta(hours=policy.grace_hours)))
-    for label, root, known, older_than in orphans:
-        for orphan in _unknown_old_dirs(root, known, older_than.timestamp()):
+    run_root, models_root = storage.upath(settings.run_root or settings.home / "runs"), registry_root(settings)
+    orphans = (("run folder (never validated)", run_root, validated, cutoff, RUN_FOLDER),
+               ("artifact folder (no version row)", models_root, versions,
+                now - max(timedelta(hours=policy.grace_hours), ORPHAN_MIN_AGE), ARTIFACT_FOLDER))
+    overlapping = _overlap(run_root, models_root)
+    if overlapping:
+        log.warning("run_root and artifact_root overlap (%s): folders without a database row are not swept",
+                    overlapping)
+    for label, root, known, older_than, pattern in () if overlapping else orphans:
+        for orphan in _unknown_old_dirs(root, known, older_than.timestamp(), pattern):
             size = _tree_bytes(orphan)
             if not dry_run:
                 storage.remove_tree(orphan)

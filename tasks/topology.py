@@ -5,6 +5,7 @@ Airflow's executor setting and pools in (tasks/ never imports Airflow)."""
 
 from __future__ import annotations
 
+import errno
 import json
 import tempfile
 from collections.abc import Mapping
@@ -44,6 +45,11 @@ def check_shared_roots(settings: Settings, executor: str) -> None:
         )
 
 
+# What makes a local root unwritable for good: read-only, refused, not a folder, full.
+UNWRITABLE_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST, errno.ENOSPC,
+                     errno.EDQUOT}
+
+
 def check_writable_roots(settings: Settings) -> None:
     """The local folders a night writes to can be written: a read-only or foreign-owned root is
     a configuration error naming its setting, on the first try, not an OSError retried for
@@ -55,11 +61,14 @@ def check_writable_roots(settings: Settings) -> None:
         path = storage.upath(root)
         if not storage.is_local(path):
             continue
+        local = Path(path.path)  # a file:// URI's own path, not the URI as a relative name
         try:
-            Path(str(path)).mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=Path(str(path)), prefix=".textclf-write-check-"):
+            local.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=local, prefix=".textclf-write-check-"):
                 pass
         except OSError as exc:
+            if exc.errno not in UNWRITABLE_ERRNOS:
+                raise  # EIO, ESTALE, a timeout on NFS: a retry may well succeed
             raise ConfigError(f"{name} ({root}) cannot be written by this worker: {exc.strerror or exc} "
                               f"(errno {exc.errno}); fix its permissions or mount, or point {name} elsewhere") from None
 

@@ -18,7 +18,7 @@ def run(capsys, *argv) -> tuple[int, str, str]:
 def test_db_url_and_upgrade(settings, capsys):
     assert run(capsys, "db-url") == (0, settings.database_url + "\n", "")
     code, out, _ = run(capsys, "db", "upgrade")
-    assert code == 0 and "migration 0007" in out
+    assert code == 0 and "migration 0008" in out
 
 
 def test_import_reports_counts_and_where_rejects_went(settings, capsys, tmp_path):

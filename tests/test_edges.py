@@ -151,7 +151,17 @@ def test_documents_with_uuid_ids_fail_the_first_task_naming_the_column(settings,
     with pytest.raises(ConfigError) as raised:
         extract_step(own, "uuid-docs", START, END)
     assert str(raised.value).startswith("[documents_source] public.my_docs.id is uuid, but document ids must be "
-                                        "integers") and is_final(raised.value)
+                                        "whole numbers") and is_final(raised.value)
+    # A domain over bigint, and numeric without a fraction, are whole numbers: accepted.
+    with pg.cursor() as cur:
+        cur.execute("DROP TABLE public.my_docs")
+        cur.execute("DROP DOMAIN IF EXISTS public.doc_id")
+        cur.execute("CREATE DOMAIN public.doc_id AS bigint CHECK (VALUE > 0)")
+        cur.execute("CREATE TABLE public.my_docs (id public.doc_id PRIMARY KEY, text text, created_at timestamptz)")
+    extract_step(own, "domain-docs", START, END)
+    with pg.cursor() as cur:
+        cur.execute("ALTER TABLE public.my_docs ALTER COLUMN id TYPE numeric(12,0)")
+    extract_step(own, "numeric-docs", START, END)
 
 
 def test_a_renamed_label_is_named_as_absent_and_left_out_of_macro_f1(settings, pg, capsys):

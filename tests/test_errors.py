@@ -24,7 +24,7 @@ from tasks import errors
     (OSError(errno.ENOSPC, "No space left on device"), True),
     (OSError(errno.EDQUOT, "Disk quota exceeded"), True),
     (OSError(errno.EROFS, "Read-only file system"), True),
-    (PermissionError(errno.EACCES, "Permission denied"), True),
+    (PermissionError(errno.EACCES, "Permission denied"), False),  # s3fs: expired credentials, say
     (psycopg2.errors.UndefinedColumn("column \"txt\" does not exist"), True),
     (psycopg2.errors.InvalidTextRepresentation("invalid input syntax for type integer"), True),
     # Connections, workers, locks: the next try may well succeed.

@@ -95,7 +95,8 @@ def test_versions_younger_than_the_grace_or_judged_by_an_undecided_run_are_kept(
     graced = replace(settings, retention=replace(settings.retention, grace_hours=24))
     assert not [f for f in collect_garbage(graced, dry_run=True).freed if f.what.startswith("model")]  # < 1 day
     with pg.cursor() as cur:
-        cur.execute("UPDATE textclf.model_versions SET created_at = now() - interval '2 days'")
+        cur.execute("UPDATE textclf.model_versions SET created_at = now() - interval '2 days', "
+                    "last_used_at = now() - interval '2 days'")
         # v3 was judged an hour ago by a run that has not decided yet: a night in flight.
         cur.execute("""INSERT INTO textclf.evaluations (run_id, model_version, role, test_rows, test_fingerprint,
                        metrics) VALUES ('in-flight', %s, 'candidate', 10, 'x', '{}')""", (versions[2],))

@@ -39,7 +39,7 @@ def resolve_checkpoint(checkpoint: str) -> str:
     given. A path that is not a directory here is a configuration error, not worth a retry."""
     if checkpoint:
         if Path(checkpoint).expanduser().is_dir():
-            return checkpoint
+            return str(Path(checkpoint).expanduser())
         fix = "(set [bert] checkpoint, or the run's bert_checkpoint, to a model directory or a hub id)"
         # A hub id is "name" or "org/name"; anything else (absolute, relative, a/b/c) is a path.
         if checkpoint.startswith(("/", ".", "~")) or not re.match(HUB_ID_PATTERN, checkpoint):
