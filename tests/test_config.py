@@ -113,7 +113,7 @@ def test_the_readmes_textclf_toml_loads_as_written(tmp_path):
 
     from tasks.config import REPO_ROOT, settings_from_mapping
 
-    blocks = re.findall(r"```toml\n(.*?)```", (REPO_ROOT / "README.md").read_text(), re.S)
+    blocks = re.findall(r"```toml\n(.*?)```", (REPO_ROOT / "docs" / "configuration.md").read_text(), re.S)
     [block] = [b for b in blocks if "[labelled_source]" in b]
     settings = settings_from_mapping(tomllib.loads(block), tmp_path)
     assert settings.labelled_source.table == "tickets" and settings.documents_source.table == "inbox"

@@ -47,7 +47,7 @@ HUGE = "great " * 200_000  # 1.2 MB
 
 def readme_config() -> dict:
     """The textclf.toml the README shows (the block with the custom sources)."""
-    blocks = re.findall(r"```toml\n(.*?)```", (REPO_ROOT / "README.md").read_text(), re.S)
+    blocks = re.findall(r"```toml\n(.*?)```", (REPO_ROOT / "docs" / "configuration.md").read_text(), re.S)
     [block] = [b for b in blocks if "[labelled_source]" in b]
     return tomllib.loads(block)
 
@@ -708,7 +708,7 @@ def test_the_reader_role_reads_predictions_and_the_views_and_nothing_else(pg, se
     in_transaction(settings, registry.set_champion, settings, version, reason="first", actor="test")
     documents(pg, 50)
     predict_documents(settings, model_version=version, run_id="r", logical_date=DAY, start=None, end=None)
-    readme = (REPO_ROOT / "README.md").read_text()
+    readme = (REPO_ROOT / "docs" / "analysts.md").read_text()
     [queries] = re.findall(r"```sql\n(.*?)```", readme, re.S)
     with pg.cursor() as cur:
         cur.execute("SET ROLE textclf_reader")
